@@ -1,0 +1,31 @@
+# Two commands set up everything on a fresh machine with Python 3.11:
+#   make book   build the HTML book from runs/ into _build/html
+#   make test   run the tests
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: book test study data clean-book
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build --all -W --keep-going .
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+study: $(STAMP)
+	$(PY) -m vgg study --profile cpu --seeds 1
+
+data: $(STAMP)
+	$(PY) -m vgg data --download
+
+clean-book:
+	rm -rf _build

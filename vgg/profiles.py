@@ -1,0 +1,97 @@
+"""Scale profiles: the paper at a size the machine can afford.
+
+Every size in the code's interface is in the *paper's* pixels (S = 256, Q = 384,
+crop 224), so parameters read like the paper. A profile converts them to real
+pixels with a pixel factor ``f`` and divides every conv/FC width by ``1/width``.
+
+| profile | f   | width | what for                                   |
+|---------|-----|-------|--------------------------------------------|
+| gpu     | 1   | 1     | the paper itself (alias: ``paper``)        |
+| cpu     | 2/7 | 1/4   | the whole study on two CPU cores           |
+| smoke   | 1/7 | 1/8   | tests and CI: a few images per class       |
+
+With f = 2/7 the 224 crop becomes 64 and the last feature map is 2x2 (the paper's
+7x7), so FC1 is a 2x2 convolution in the dense form, as the paper's 7x7.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+PAPER_CROP = 224  # Sect. 2.1: a fixed 224x224 RGB crop
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    pixel_factor: Fraction  # real pixels per paper pixel
+    width: float  # divides every conv and FC width (1 = the paper)
+    batch_size: int  # training mini-batch (the paper: 256, Sect. 3.1)
+    max_epochs: int  # cap on epochs of a run trained from scratch
+    max_epochs_finetune: int  # cap on epochs of a run started from another (init_from)
+    patience: int  # epochs without held-out improvement before the lr is divided by 10
+    eval_batch_size: int
+    per_class: int | None = None  # use only this many images per class (smoke)
+    cache_side: int | None = None  # decode cache: shrink images whose short side is larger
+
+    def px(self, paper_pixels: int | float) -> int:
+        """Convert a size in paper pixels to real pixels (rounded to nearest)."""
+        return int(round(Fraction(paper_pixels) * self.pixel_factor))
+
+    @property
+    def crop(self) -> int:
+        """The training crop in real pixels (224 paper pixels)."""
+        return self.px(PAPER_CROP)
+
+
+PROFILES: dict[str, Profile] = {
+    "gpu": Profile("gpu", Fraction(1), 1.0, batch_size=256, max_epochs=74,
+                   max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512),
+    # deviation: epochs and patience are the cpu profile's own (see the protocol chapter).
+    "cpu": Profile("cpu", Fraction(2, 7), 0.25, batch_size=64, max_epochs=40,
+                   max_epochs_finetune=20, patience=2, eval_batch_size=128),
+    "smoke": Profile("smoke", Fraction(1, 7), 0.125, batch_size=8, max_epochs=2,
+                     max_epochs_finetune=1, patience=1, eval_batch_size=16, per_class=6),
+}
+PROFILES["paper"] = PROFILES["gpu"]
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
+
+
+def parse_train_scale(train_scale: str | int) -> tuple[int, int]:
+    """Training scale S in paper pixels (Sect. 3.1): "256" -> (256, 256); "256-512" -> (256, 512).
+
+    A fixed S is a range of one value; a jittered S is drawn per image from [Smin, Smax].
+    """
+    text = str(train_scale).strip()
+    parts = text.split("-")
+    try:
+        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or lo < PAPER_CROP or hi < lo:
+        raise ValueError(
+            f"train_scale {train_scale!r} is not valid: give S in paper pixels as 'N' or "
+            f"'Smin-Smax' with {PAPER_CROP} <= Smin <= Smax, e.g. '256', '384' or '256-512'")
+    return lo, hi
+
+
+def test_scales(train_scale: str | int) -> dict[str, list[int]]:
+    """The paper's test scales Q (paper pixels) for a training scale (Sect. 4.1, 4.2).
+
+    single: Table 3's one Q (Q = S for fixed S, the middle of the range for jittered S).
+    multi: Table 4's three Q ({S-32, S, S+32} fixed; {Smin, middle, Smax} jittered).
+    """
+    lo, hi = parse_train_scale(train_scale)
+    if lo == hi:
+        return {"single": [lo], "multi": [lo - 32, lo, lo + 32]}
+    mid = (lo + hi) // 2
+    return {"single": [mid], "multi": [lo, mid, hi]}
+
+
+__all__ = ["Profile", "PROFILES", "PAPER_CROP", "get_profile", "parse_train_scale", "test_scales"]
