@@ -1,0 +1,131 @@
+"""One typed source of defaults for a run (principle 2).
+
+``RunConfig`` holds every parameter of one experiment. The notebook's parameters, the
+CLI's flags and the study plan all pass through ``RunConfig.from_dict``, which refuses
+unknown keys (suggesting the closest one) and values of the wrong type, so a typo never
+silently runs the default.
+"""
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+from .io import ROOT
+from .model import NETS, check_net
+from .profiles import PROFILES, Profile, get_profile, parse_train_scale
+from .study import run_name
+
+
+@dataclass
+class RunConfig:
+    net: str = "A"  # a configuration of Table 1: A, A-LRN, B, C, D, E, B-5x5
+    train_scale: str = "256"  # S in paper pixels: "256", "384" or jittered "256-512" (Sect. 3.1)
+    seed: int = 0
+    profile: str = "smoke"  # smoke (tests, minutes), cpu (the study), gpu (the paper itself)
+    epochs: int | None = None  # cap on epochs; None: the profile's cap (scratch or fine-tune)
+    lr: float = 0.01  # initial learning rate (Sect. 3.1); 1e-3 when fine-tuning from init_from
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int | None = None  # None: the profile's (the paper: 256)
+    patience: int | None = None  # epochs without held-out gain before lr /= 10; None: profile's
+    max_lr_drops: int = 3  # the paper divided the lr 3 times, then stopped (Sect. 3.1)
+    holdout_frac: float = 0.05  # slice of each training class that monitors the schedule
+    init: str = "glorot"  # "glorot" (default) or "paper": N(0, 0.01) + layers of a trained A
+    init_a: str | None = None  # run folder of a trained A, for init="paper"
+    init_from: str | None = None  # run folder whose final weights start this run
+    multi_crop: bool = False  # also run the 150-crop evaluation (Table 5)
+    data: str | None = None  # image folder; None: $VGG_DATA or the default places
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    threads: int | None = None  # torch CPU threads; None: all cores
+    out: str | None = None  # the run folder; None: runs/<profile>/<run name>
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        check_net(self.net)
+        parse_train_scale(self.train_scale)
+        get_profile(self.profile)
+        _choice("init", self.init, ("glorot", "paper"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("epochs", "batch_size", "patience", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "patience" else 1):
+                raise ValueError(f"{name} must be a positive whole number, got {value}")
+        for name in ("lr", "weight_decay", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.holdout_frac < 0.5:
+            raise ValueError(f"holdout_frac must be in (0, 0.5), got {self.holdout_frac}")
+        if self.init == "paper" and not self.init_a:
+            raise ValueError("init='paper' copies layers from a trained net A: set init_a to its run folder")
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+            if value is None and type(None) in allowed:
+                continue
+            # papermill turns `-p train_scale 256` into an int; a scale is text in our interface
+            if str in allowed and isinstance(value, int) and not isinstance(value, bool) and f.name == "train_scale":
+                value = str(value)
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if int in allowed and isinstance(value, float) and value.is_integer() and bool not in allowed:
+                value = int(value)
+            ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+                     for t in allowed if t is not type(None))
+            if not ok:
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise TypeError(f"{f.name} must be {names}, got {value!r} ({type(value).__name__})")
+            setattr(self, f.name, value)
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "RunConfig":
+        """Build from notebook/CLI parameters; unknown keys raise with the closest valid one."""
+        valid = [f.name for f in fields(cls)]
+        unknown = [k for k in params if k not in valid]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, valid, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(f"unknown run parameter(s) {', '.join(hints)}; valid: {', '.join(valid)}")
+        return cls(**params)
+
+    # --- derived values, never stored twice ---
+    @property
+    def prof(self) -> Profile:
+        return PROFILES[self.profile]
+
+    @property
+    def variant(self) -> str | None:
+        return "ainit" if self.init == "paper" else None
+
+    @property
+    def name(self) -> str:
+        return run_name(self.net, self.train_scale, self.seed, self.variant)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else ROOT / "runs" / self.profile / self.name
+
+    @property
+    def max_epochs(self) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return self.prof.max_epochs_finetune if self.init_from else self.prof.max_epochs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} {value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+__all__ = ["RunConfig", "DEFAULTS", "NETS"]

@@ -1,0 +1,147 @@
+"""One experiment: train (or resume) one net, evaluate every protocol it feeds, write
+the run folder. The notebook ``book/run_config.ipynb``, the CLI and the tests all call
+``run_experiment``; nothing here is specific to any of them.
+
+The run folder (DESIGN.md): metrics.json (written last, so a folder with a complete
+metrics.json is a finished run), history.csv, probs.npz, env.json, checkpoint.pt (never
+in git), and the executed notebook when run through papermill.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import data as D
+from .config import RunConfig
+from .evaluate import evaluate_run, save_probs
+from .io import environment, write_json, write_text
+from .model import build, init_paper, param_count
+from .profiles import parse_train_scale
+from .train import HISTORY_COLUMNS, TrainingDiverged, fit, load_weights, matmul_peak_flops, pick_device, \
+    train_flops_per_image
+
+
+def read_metrics(out_dir: str | Path) -> dict | None:
+    """The run's metrics.json, or None when there is none."""
+    path = Path(out_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_complete(out_dir: str | Path) -> bool:
+    try:
+        m = read_metrics(out_dir)
+    except (OSError, ValueError):
+        return False
+    return bool(m) and m.get("status") == "complete"
+
+
+def check_parent(path: str | None, what: str) -> None:
+    """Fail before any work when a parent run (init_from / init_a) is not finished."""
+    if path and not is_complete(path):
+        raise FileNotFoundError(f"{what}={path!r} is not a complete run (no metrics.json with status "
+                                f"'complete'); run it first, e.g. `python -m vgg study`")
+
+
+def holdout_crops(images: D.Images, idx: torch.Tensor, q: int, crop: int, mean: torch.Tensor):
+    """Centre crops of the held-out slice at test scale q (real px): the schedule's monitor."""
+    crops = []
+    for i in idx.tolist():
+        img = D.rescale(images.images[i], q)
+        h, w = img.shape[-2:]
+        top, left = (h - crop) // 2, (w - crop) // 2
+        crops.append(img[:, top:top + crop, left:left + crop])
+    x = D.normalize(torch.stack(crops), mean) if crops else torch.zeros(0, 3, crop, crop)
+    return x, images.labels[idx]
+
+
+def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
+    """Train and evaluate one run; return its metrics (also in ``<out>/metrics.json``).
+
+    A complete run is returned as it is; an interrupted one resumes from its checkpoint.
+    """
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    out, prof = cfg.out_dir, cfg.prof
+    if is_complete(out):
+        return read_metrics(out)
+    check_parent(cfg.init_from, "init_from")
+    check_parent(cfg.init_a, "init_a")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # a failed attempt's record; this is a new one
+    t_start = time.perf_counter()
+    device = pick_device(cfg.device, cfg.threads)
+
+    root = D.find_data(cfg.data)
+    train = D.load_split(root, "train", per_class=prof.per_class, cache_side=prof.cache_side, progress=progress)
+    val = D.load_split(root, "val", classes=train.classes, per_class=prof.per_class,
+                       cache_side=prof.cache_side, progress=progress)
+    train_idx, holdout_idx = D.holdout_split(train.labels, cfg.holdout_frac, seed=0)  # fixed for all seeds
+    stats = D.colour_stats(train.subset(train_idx))
+
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.net, num_classes=len(train.classes), width=prof.width, crop=prof.crop)
+    init_note = "glorot"
+    if cfg.init_from:
+        load_weights(cfg.init_from, model)
+        init_note = f"weights of {cfg.init_from}"
+    elif cfg.init == "paper":
+        a = build("A", num_classes=len(train.classes), width=prof.width, crop=prof.crop)
+        load_weights(cfg.init_a, a)
+        init_note = "paper: N(0, 0.01) + from A: " + ", ".join(init_paper(model, from_a=a))
+
+    s_lo, s_hi = parse_train_scale(cfg.train_scale)
+    batches = D.TrainBatches(train, train_idx, crop=prof.crop, scale=(prof.px(s_lo), prof.px(s_hi)),
+                             batch_size=cfg.batch_size or prof.batch_size, stats=stats, seed=cfg.seed)
+    holdout = holdout_crops(train, holdout_idx, prof.px((s_lo + s_hi) // 2), prof.crop, stats.mean)
+    try:
+        result = fit(model, batches, holdout, out_dir=out, lr=cfg.lr, momentum=cfg.momentum,
+                     weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
+                     patience=prof.patience if cfg.patience is None else cfg.patience,
+                     max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress)
+    except TrainingDiverged as err:
+        write_json(out / "metrics.json", dict(_identity(cfg), status="failed", error=str(err),
+                                              config=cfg.to_dict()))
+        raise
+    write_text(out / "history.csv", _csv(result.history))
+
+    evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
+                                multi_crop=cfg.multi_crop, device=str(device), progress=progress)
+    save_probs(out / "probs.npz", val.ids, val.labels.numpy(), val.classes, probs)
+
+    env = environment()
+    peak = matmul_peak_flops(device)
+    speeds = sorted(r["images_per_s"] for r in result.history)
+    img_s = speeds[len(speeds) // 2] if speeds else 0.0
+    env.update(wall_seconds=time.perf_counter() - t_start, matmul_peak_flops=peak)
+    write_json(out / "env.json", env)
+    metrics = dict(
+        _identity(cfg), status="complete", config=cfg.to_dict(),
+        model=dict(net=cfg.net, width=prof.width, crop=prof.crop, num_classes=len(train.classes),
+                   params=param_count(model), init=init_note),
+        data=dict(root=str(root), n_train=len(train_idx), n_holdout=len(holdout_idx), n_val=len(val),
+                  classes=train.classes, mean_rgb=[round(float(v), 3) for v in stats.mean]),
+        train=dict(epochs=result.epochs, stopped=result.stopped, lr_drops=result.lr_drops,
+                   seconds=round(sum(r["seconds"] for r in result.history), 1), images_per_s=round(img_s, 1),
+                   best_holdout_top1_err=min((r["holdout_top1_err"] for r in result.history), default=None),
+                   final_holdout_top1_err=result.history[-1]["holdout_top1_err"] if result.history else None,
+                   mfu=round(img_s * train_flops_per_image(model) / peak, 3)),
+        eval=evals, provenance=env)
+    write_json(out / "metrics.json", metrics)  # last: its presence marks the run finished
+    return metrics
+
+
+def _identity(cfg: RunConfig) -> dict:
+    return dict(run=cfg.name, net=cfg.net, train_scale=cfg.train_scale, seed=cfg.seed, profile=cfg.profile)
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
