@@ -11,14 +11,134 @@ def bench_data(args=None) -> dict:
     raise NotImplementedError
 
 
-def bench_train(args=None) -> dict:
-    """Training images/s and model-FLOP utilisation for A and D at the cpu profile."""
-    raise NotImplementedError
+def bench_train(args=None, nets=("A", "D"), steps: int = 30, repeats: int = 3) -> dict:
+    """Training images/s and model-FLOP utilisation (MFU) for A and D at the cpu profile,
+    data included (TrainBatches with prefetch feeding the real training step).
+
+    MFU = achieved model FLOP/s (6 x forward multiply-adds per image) over this machine's
+    measured fp32 matmul peak (``vgg.train.matmul_peak_flops``), measured in the same process.
+    """
+    import statistics
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from . import data as D
+    from .model import build
+    from .profiles import PROFILES
+    from .train import matmul_peak_flops, pick_device, train_flops_per_image
+
+    prof = PROFILES["cpu"]
+    device = pick_device("auto")
+    train = D.load_split(D.find_data(), "train", per_class=(steps + 3) * prof.batch_size // 10 + 1)
+    stats = D.colour_stats(train)
+    peak = matmul_peak_flops(device)
+    results = {"matmul_peak_gflops": peak / 1e9, "threads": torch.get_num_threads()}
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    print(f"{'net':4} {'images/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
+    for net in nets:
+        model = build(net, num_classes=10, width=prof.width, crop=prof.crop).to(device, memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        batches = D.TrainBatches(train, None, crop=prof.crop, scale=(prof.px(256), prof.px(256)),
+                                 batch_size=prof.batch_size, stats=stats, seed=0)
+        rates = []
+        for rep in range(repeats):
+            it = batches.epoch(rep + 1)
+            for _ in range(3):  # warm-up steps, not timed
+                x, y = next(it)
+                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            t, n = time.perf_counter(), 0
+            for _, (x, y) in zip(range(steps), it):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                n += len(y)
+            rates.append(n / (time.perf_counter() - t))
+            it.close()
+        img_s = statistics.median(rates)
+        flops = img_s * train_flops_per_image(model)
+        results[net] = {"images_per_s": img_s, "gflops": flops / 1e9, "mfu": flops / peak}
+        print(f"{net:4} {img_s:9.0f} {flops / 1e9:8.1f} {flops / peak:6.2f}")
+    return results
 
 
-def bench_eval(args=None) -> dict:
-    """Images/s of dense and multi-crop evaluation at the cpu profile."""
-    raise NotImplementedError
+def bench_eval(args=None, n_images: int = 200, n_crop_images: int = 50, repeats: int = 3) -> dict:
+    """Images/s of dense and multi-crop evaluation at the cpu profile (net D, untrained,
+    10 classes): dense with flip at Q = 256, 384, 512 paper px (73, 110, 146 real) on
+    ~200 Imagenette val images; multi-crop (5x5 grid x 2 flips) at one scale (50 crops)
+    and three (150 crops) on a subset; dense batched by rescaled size vs one image at a
+    time. The cost ratio multi-crop(3 scales) / dense(3 scales) is per image.
+    Medians of ``repeats`` timings (multi-crop: 2), after one warm-up batch.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from . import data as D
+    from .evaluate import dense_probs, multi_crop_probs
+    from .model import build
+    from .profiles import PROFILES
+    from .train import pick_device
+
+    prof = PROFILES["cpu"]
+    device = pick_device("auto")
+    try:
+        images = D.load_split(D.find_data(), "val", per_class=max(1, n_images // 10), progress=False)
+        mean, source = D.colour_stats(images).mean, "Imagenette val"
+    except FileNotFoundError:
+        g = torch.Generator().manual_seed(0)
+        imgs = [torch.randint(0, 256, (3, 160, 213), dtype=torch.uint8, generator=g)
+                for _ in range(n_images)]
+        images = D.Images(imgs, torch.zeros(n_images, dtype=torch.int64),
+                          [str(i) for i in range(n_images)], [f"c{i}" for i in range(10)])
+        mean, source = torch.full((3,), 115.0), "random 160x213"
+    few = images.subset(range(0, len(images), max(1, len(images) // n_crop_images)))
+    torch.manual_seed(0)
+    model = build("D", num_classes=10, width=prof.width, crop=prof.crop).to(
+        device, memory_format=torch.channels_last)
+    bs = prof.eval_batch_size
+    qs = [256, 384, 512]
+    px = {q: prof.px(q) for q in qs}
+
+    def rate(fn, imgs, reps):
+        fn(imgs.subset(range(min(8, len(imgs)))))  # warm-up
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(imgs)
+            times.append(time.perf_counter() - t)
+        return len(imgs) / statistics.median(times)
+
+    rows = {}
+    for q in qs:
+        rows[f"dense@{q} ({px[q]} px, flip)"] = (len(images), rate(
+            lambda s, q=q: dense_probs(model, s, px[q], mean, batch_size=bs, device=device,
+                                       progress=False), images, repeats))
+    rows[f"dense@512 ({px[512]} px, flip), one image per batch"] = (len(few), rate(
+        lambda s: dense_probs(model, s, px[512], mean, batch_size=1, device=device,
+                              progress=False), few, 1))
+    rows[f"multi-crop@384 ({px[384]} px, 50 crops)"] = (len(few), rate(
+        lambda s: multi_crop_probs(model, s, [px[384]], mean, batch_size=bs, device=device,
+                                   progress=False), few, 2))
+    rows[f"multi-crop {qs} ({[px[q] for q in qs]} px, 150 crops)"] = (len(few), rate(
+        lambda s: multi_crop_probs(model, s, [px[q] for q in qs], mean, batch_size=bs,
+                                   device=device, progress=False), few, 2))
+    dense3 = 1 / sum(1 / rows[f"dense@{q} ({px[q]} px, flip)"][1] for q in qs)  # img/s, 3 scales
+    mc3 = rows[f"multi-crop {qs} ({[px[q] for q in qs]} px, 150 crops)"][1]
+    print(f"net D, cpu profile (width {prof.width}, crop {prof.crop}), {source}, device {device}, "
+          f"{torch.get_num_threads()} threads, eval batch {bs}")
+    print(f"{'protocol':58} {'images':>6} {'images/s':>9}")
+    for name, (n, r) in rows.items():
+        print(f"{name:58} {n:6d} {r:9.1f}")
+    print(f"{'dense, 3 scales (multi-scale, from the rows above)':58} {'':6} {dense3:9.1f}")
+    print(f"cost ratio multi-crop (3 scales) / dense (3 scales): {dense3 / mc3:.1f}x per image")
+    return {"source": source, "device": str(device), "threads": torch.get_num_threads(),
+            "images_per_s": {name: r for name, (_, r) in rows.items()},
+            "dense_3_scales_images_per_s": dense3, "multi_crop_3_scales_images_per_s": mc3,
+            "cost_ratio_multi_crop_vs_dense_3_scales": dense3 / mc3}
 
 
 BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval}

@@ -6,7 +6,11 @@ of the same configuration (lr 1e-3), a jittered S in [256, 512] net from the S =
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,11 @@ class PlannedRun:
     def name(self) -> str:
         return run_name(self.net, self.train_scale, self.seed)
 
-    def params(self, profile: str) -> dict:
-        """The notebook parameters that make this run."""
+    def params(self, profile: str, runs_dir: str = "runs") -> dict:
+        """The notebook parameters that make this run (paths relative to the repository)."""
         p = dict(net=self.net, train_scale=self.train_scale, seed=self.seed, profile=profile)
         if self.init_from:
-            p["init_from"] = f"runs/{profile}/{self.init_from}"
+            p["init_from"] = f"{runs_dir}/{profile}/{self.init_from}"
         if self.lr is not None:
             p["lr"] = self.lr
         if self.multi_crop:
@@ -85,3 +89,114 @@ def plan(seeds: int | list[int] = 1) -> list[PlannedRun]:
                 init_from=run_name(net, parent, seed) if parent else None,
                 lr=FINETUNE_LR if parent else None, multi_crop=mc, tables=tables))
     return runs
+
+
+# --- running the plan --------------------------------------------------------------------
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "run_config.ipynb"
+
+
+def _status(run_dir: Path) -> str:
+    """complete / failed / broken / partial (a checkpoint, no result yet) / missing."""
+    path = run_dir / "metrics.json"
+    if path.exists():
+        try:
+            return "complete" if json.loads(path.read_text()).get("status") == "complete" else "failed"
+        except (OSError, ValueError):
+            return "broken"
+    return "partial" if (run_dir / "checkpoint.pt").exists() else "missing"
+
+
+def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, cwd: Path | None = None,
+            log_output: bool = False) -> None:
+    """Run the experiment notebook with papermill; the executed copy lands in the run folder.
+
+    papermill fails on a missing output folder, so the folder is made first. The parameters
+    are checked by RunConfig before the kernel starts, so a bad value fails at once.
+    """
+    import papermill as pm
+
+    from .config import RunConfig
+
+    RunConfig.from_dict(dict(params, out=str(out_dir)))  # fail fast, before a kernel starts
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(out_dir / "run_config.ipynb"), parameters=dict(params, out=str(out_dir)),
+                        cwd=str(cwd or notebook.parents[1]), progress_bar=False, log_output=log_output)
+
+
+def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[PlannedRun] | None = None,
+              runs_dir: str | Path = "runs", jobs: int = 1, data: str | None = None,
+              log_output: bool = False, echo=print) -> dict[str, str]:
+    """Run every missing run of the plan through papermill, parents before children.
+
+    Complete runs are skipped; interrupted ones resume from their checkpoint (the notebook
+    does that); a failed run is reported and its dependants are skipped, the rest go on.
+    ``jobs=2`` runs two independent runs at once with one torch thread each. Returns
+    {run name: outcome} with outcomes complete / skipped (already complete) / failed / blocked.
+    """
+    from .io import ROOT
+
+    runs = plan(seeds) if runs is None else runs
+    runs_dir = Path(runs_dir)
+    base = runs_dir if runs_dir.is_absolute() else ROOT / runs_dir
+    outcome: dict[str, str] = {}
+    by_name = {r.name: r for r in runs}
+    for r in runs:
+        if _status(base / profile / r.name) == "complete":
+            outcome[r.name] = "skipped"
+    todo = [r for r in runs if r.name not in outcome]
+    echo(f"study ({profile}): {len(runs)} runs planned, {len(outcome)} complete, {len(todo)} to run"
+         + (f", {jobs} at a time" if jobs > 1 else ""))
+    times: dict[str, float] = {}
+
+    def ready(r: PlannedRun) -> bool | None:
+        """True: can start; False: wait for the parent; None: the parent failed."""
+        if not r.init_from:
+            return True
+        parent = outcome.get(r.init_from)
+        if parent in ("complete", "skipped"):
+            return True
+        if parent in ("failed", "blocked"):
+            return None
+        if r.init_from not in by_name:  # a parent outside this plan: it must be on disk
+            return True if _status(base / profile / r.init_from) == "complete" else None
+        return False
+
+    def one(r: PlannedRun) -> None:
+        params = r.params(profile, str(runs_dir))
+        if data:
+            params["data"] = data
+        if jobs > 1:
+            params["threads"] = 1
+        t = time.perf_counter()
+        try:
+            execute(params, base / profile / r.name, log_output=log_output)
+        finally:
+            times[r.name] = time.perf_counter() - t
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, PlannedRun] = {}
+        while todo or running:
+            for r in list(todo):
+                state = ready(r)
+                if state is None:
+                    outcome[r.name] = "blocked"
+                    echo(f"  {r.name}: blocked (its parent {r.init_from} did not complete)")
+                    todo.remove(r)
+                elif state and len(running) < jobs:
+                    echo(f"  {r.name}: running")
+                    running[pool.submit(one, r)] = r
+                    todo.remove(r)
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                r = running.pop(fut)
+                err = fut.exception()
+                outcome[r.name] = "failed" if err else "complete"
+                msg = f" ({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})" if err else ""
+                echo(f"  {r.name}: {outcome[r.name]} in {times.get(r.name, 0):.0f} s{msg}")
+    summary = {k: sum(1 for v in outcome.values() if v == k) for k in ("complete", "skipped", "failed", "blocked")}
+    echo("study summary: " + ", ".join(f"{v} {k}" for k, v in summary.items())
+         + f"; {sum(times.values()):.0f} s of run time")
+    return outcome

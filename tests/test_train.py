@@ -1,0 +1,133 @@
+"""Training (Sect. 3.1): learns, resumes bit for bit, refuses bad parents and typos."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vgg.run as run_mod
+from imagefolder import make_image_folder
+from vgg import data as D
+from vgg.config import RunConfig
+from vgg.model import build
+from vgg.profiles import PROFILES
+from vgg.run import holdout_crops, run_experiment
+from vgg.train import fit, load_weights
+
+SMOKE = PROFILES["smoke"]
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    """Big enough for several batches per epoch: 3 classes x 24 train images."""
+    return make_image_folder(tmp_path_factory.mktemp("train_data"), n_classes=3, train_per_class=24,
+                             val_per_class=4, seed=1)
+
+
+def _cfg(tmp_path, data, name="run", **kw):
+    base = dict(net="A", train_scale="256", seed=0, profile="smoke", epochs=2, data=str(data),
+                out=str(tmp_path / name), threads=1)
+    return RunConfig.from_dict({**base, **kw})
+
+
+def test_one_epoch_lowers_the_loss(train_data, tmp_path):
+    torch.set_num_threads(1)
+    imgs = D.load_split(train_data, "train", progress=False)
+    stats = D.colour_stats(imgs)
+    torch.manual_seed(0)
+    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    x, y = holdout_crops(imgs, torch.arange(len(imgs)), SMOKE.px(256), SMOKE.crop, stats.mean)
+
+    def loss():
+        model.eval()
+        with torch.no_grad():
+            return F.cross_entropy(model(x), y).item()
+
+    before = loss()
+    batches = D.TrainBatches(imgs, None, crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2, batch_size=8,
+                             stats=stats, seed=0)
+    result = fit(model, batches, (x[:6], y[:6]), out_dir=tmp_path, lr=0.01, momentum=0.9,
+                 weight_decay=5e-4, max_epochs=1, patience=1, max_lr_drops=3, seed=0,
+                 device=torch.device("cpu"), progress=False)
+    assert result.epochs == 1 and result.stopped == "epoch cap"
+    assert loss() < 0.9 * before
+
+
+def test_interrupted_run_resumes_to_the_same_weights(train_data, tmp_path, monkeypatch):
+    whole = run_experiment(_cfg(tmp_path, train_data, "whole", epochs=3), progress=False)
+
+    real_fit = run_mod.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(epoch, row):
+            if epoch == 2:
+                raise KeyboardInterrupt("simulated crash after epoch 2")
+        return real_fit(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(run_mod, "fit", interrupted_fit)
+    cfg = _cfg(tmp_path, train_data, "resumed", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, progress=False)
+    assert not (tmp_path / "resumed" / "metrics.json").exists()  # nothing looks finished
+    monkeypatch.setattr(run_mod, "fit", real_fit)
+    resumed = run_experiment(cfg, progress=False)
+
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert whole["eval"].keys() == resumed["eval"].keys()
+    for k in whole["eval"]:
+        assert whole["eval"][k]["top1_err"] == resumed["eval"][k]["top1_err"]
+    hist = lambda d: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                      for r in torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["history"]]
+    assert hist("whole") == hist("resumed")
+
+
+def test_run_folder_is_complete_and_carries_provenance(train_data, tmp_path):
+    m = run_experiment(_cfg(tmp_path, train_data, epochs=1), progress=False)
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "history.csv", "probs.npz", "env.json", "checkpoint.pt"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["status"] == "complete" and saved["net"] == "A" and saved["train_scale"] == "256"
+    assert set(saved["eval"]) == {"dense@256", "multi-scale"}
+    assert saved["provenance"]["git_commit"] and saved["provenance"]["torch"] == torch.__version__
+    assert saved["config"]["epochs"] == 1 and m["train"]["epochs"] == 1
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
+
+
+def test_init_from_loads_the_parents_weights(train_data, tmp_path):
+    run_experiment(_cfg(tmp_path, train_data, "parent", epochs=1), progress=False)
+    child = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    load_weights(tmp_path / "parent", child)
+    parent_state = torch.load(tmp_path / "parent" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, parent_state[k]) for k, v in child.state_dict().items())
+
+    with pytest.raises(ValueError, match="another network.*net: parent 'A' vs this run 'B'"):
+        load_weights(tmp_path / "parent", build("B", num_classes=3, width=SMOKE.width, crop=SMOKE.crop))
+    with pytest.raises(ValueError, match="width: parent 0.125 vs this run 0.25"):
+        load_weights(tmp_path / "parent", build("A", num_classes=3, width=0.25, crop=SMOKE.crop))
+    with pytest.raises(FileNotFoundError, match="not a complete run"):  # before any work
+        run_experiment(_cfg(tmp_path, train_data, "orphan", init_from=str(tmp_path / "nowhere")), progress=False)
+
+
+def test_a_typo_in_a_config_key_raises():
+    with pytest.raises(TypeError, match="unknown run parameter.*'lerning_rate'"):
+        RunConfig.from_dict(dict(net="A", lerning_rate=0.1))
+    with pytest.raises(TypeError, match="did you mean 'train_scale'"):
+        RunConfig.from_dict(dict(train_scal="256"))
+    with pytest.raises(TypeError, match="seed must be int"):
+        RunConfig.from_dict(dict(seed="zero"))
+    with pytest.raises(ValueError, match="valid nets"):
+        RunConfig.from_dict(dict(net="F"))
+    with pytest.raises(ValueError, match="train_scale 'abc'"):
+        RunConfig.from_dict(dict(train_scale="abc"))
+
+
+def test_divergence_marks_the_run_failed(train_data, tmp_path):
+    from vgg.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        run_experiment(_cfg(tmp_path, train_data, lr=1e6), progress=False)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "failed" and "eval" not in m and "loss became" in m["error"]
+    assert not (tmp_path / "run" / "probs.npz").exists()

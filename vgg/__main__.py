@@ -1,0 +1,85 @@
+"""Command line: ``python -m vgg run|study|bench|data`` (see README.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .model import NETS
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="one experiment, through the papermill notebook")
+    r.add_argument("net", choices=NETS)
+    r.add_argument("--train-scale", default="256", help='S in paper pixels: "256", "384" or "256-512"')
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--profile", default="smoke", help="smoke, cpu or gpu")
+    r.add_argument("--out", default=None, help="the run folder (default runs/<profile>/<run name>)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other notebook parameter, e.g. -p epochs=5 -p init_from=runs/cpu/C-S256-s0")
+
+    s = sub.add_parser("study", help="every run of the plan that is not complete yet")
+    s.add_argument("--profile", default="cpu")
+    s.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
+    s.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each when > 1)")
+    s.add_argument("--data", default=None)
+    s.add_argument("--runs-dir", default="runs")
+
+    b = sub.add_parser("bench", help="speed benchmarks (not tests)")
+    b.add_argument("what", choices=["data", "train", "eval"])
+
+    d = sub.add_parser("data", help="where the images are; --download fetches Imagenette")
+    d.add_argument("--download", action="store_true")
+    d.add_argument("--root", default="data")
+
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        import ast
+        from pathlib import Path
+
+        from .config import RunConfig
+        from .study import execute
+
+        params = dict(net=args.net, train_scale=args.train_scale, seed=args.seed, profile=args.profile)
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                ap.error(f"-p takes NAME=VALUE, got {item!r}")
+            try:
+                params[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                params[key] = value
+        cfg = RunConfig.from_dict(dict(params, out=args.out))
+        out = Path(args.out) if args.out else cfg.out_dir
+        print(f"run {cfg.name} -> {out}")
+        execute(params, out, log_output=True)
+        return 0
+    if args.cmd == "study":
+        from .study import run_study
+
+        outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir)
+        return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0
+    if args.cmd == "bench":
+        from .bench import BENCHES
+
+        BENCHES[args.what]()
+        return 0
+    if args.cmd == "data":
+        from . import data as D
+
+        if args.download:
+            # torchvision knows Imagenette's address and checksum; needs internet access.
+            from torchvision.datasets import Imagenette
+
+            for split in ("train", "val"):
+                Imagenette(args.root, split=split, size="160px", download=True)
+            print(f"Imagenette is in {args.root}/imagenette2-160 (set VGG_DATA to use it elsewhere)")
+        print(f"images: {D.find_data()}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
