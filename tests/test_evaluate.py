@@ -1,0 +1,231 @@
+"""Testing protocols of Sect. 3.2 and 4.1-4.4 (vgg.evaluate), on tiny models and images."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vgg
+from vgg import data
+from vgg.evaluate import (_flip, combine, crop_grid, dense_probs, evaluate_run, fuse,
+                          load_probs, multi_crop_probs, multi_scale_probs, save_probs)
+from vgg.profiles import PROFILES
+
+CROP = 32  # the smoke profile's crop (224 paper px at f = 1/7)
+MEAN = np.array([120.0, 115.0, 100.0], dtype=np.float32)
+CLASSES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return vgg.build("A", num_classes=4, width=0.125, crop=CROP)
+
+
+def _img(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+
+
+def _images(sizes=((37, 50), (45, 33), (37, 50), (61, 40), (33, 33)), seed=0):
+    imgs = [_img(h, w, seed + i) for i, (h, w) in enumerate(sizes)]
+    n = len(imgs)
+    return data.Images(images=imgs, labels=torch.arange(n) % len(CLASSES),
+                       ids=[f"img{i}" for i in range(n)], classes=list(CLASSES))
+
+
+def _softmax_of_net(model, img):
+    x = data.normalize(data.rescale(img, CROP)[None], torch.as_tensor(MEAN))
+    model.eval()
+    with torch.inference_mode():
+        return F.softmax(model(x), dim=1)[0].numpy()
+
+
+def test_dense_on_a_crop_sized_image_is_the_networks_softmax(model):
+    img = _img(CROP, CROP, 1)
+    p = dense_probs(model, [img], CROP, MEAN, flip=False, progress=False)
+    np.testing.assert_allclose(p[0], _softmax_of_net(model, img), rtol=1e-5, atol=1e-6)
+    assert p.dtype == np.float32 and p.shape == (1, 4)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+
+
+def test_dense_keeps_input_order_when_batching_by_size(model):
+    imgs = _images()
+    together = dense_probs(model, imgs, 40, MEAN, batch_size=2, progress=False)
+    alone = np.concatenate([dense_probs(model, [im], 40, MEAN, progress=False)
+                            for im in imgs.images])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-6)
+
+
+def test_flip_really_flips():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    torch.testing.assert_close(_flip(x), x[..., torch.arange(4, -1, -1)])
+
+
+def test_dense_flip_on_a_symmetric_image_changes_nothing(model):
+    half = _img(CROP, 20, 2)
+    sym = torch.cat([half, half.flip(-1)], dim=-1)  # 32 x 40, mirror-symmetric
+    on = dense_probs(model, [sym], CROP, MEAN, flip=True, progress=False)
+    off = dense_probs(model, [sym], CROP, MEAN, flip=False, progress=False)
+    np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)
+    # ... while on an asymmetric image the flip does change the output
+    img = _img(CROP, 40, 3)
+    assert not np.allclose(dense_probs(model, [img], CROP, MEAN, flip=True, progress=False),
+                           dense_probs(model, [img], CROP, MEAN, flip=False, progress=False))
+
+
+def test_flip_averages_the_two_softmax_outputs(model):
+    img = _img(CROP, CROP, 4)
+    both = dense_probs(model, [img], CROP, MEAN, flip=True, progress=False)[0]
+    expected = (_softmax_of_net(model, img) + _softmax_of_net(model, img.flip(-1))) / 2
+    np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_scale_is_the_mean_of_dense(model):
+    imgs = _images()
+    ms = multi_scale_probs(model, imgs, [32, 40], MEAN, progress=False)
+    d = [dense_probs(model, imgs, q, MEAN, progress=False) for q in (32, 40)]
+    np.testing.assert_allclose(ms, (d[0] + d[1]) / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_crop_grid_is_a_regular_5x5_grid_with_corners():
+    h, w, c = 45, 70, 32
+    g = crop_grid(h, w, c)
+    assert len(g) == 25 and len(set(g)) == 25
+    assert all(0 <= y <= h - c and 0 <= x <= w - c for y, x in g)
+    assert {(0, 0), (0, w - c), (h - c, 0), (h - c, w - c)} <= set(g)
+    assert sorted({y for y, _ in g}) == [0, 3, 6, 10, 13]  # rint(linspace(0, 13, 5))
+    assert crop_grid(32, 32, 32) == [(0, 0)] * 25  # crop-sized image: 25 times the same crop
+    with pytest.raises(ValueError, match="does not fit"):
+        crop_grid(31, 40, 32)
+
+
+def test_multi_crop_runs_150_crops_over_3_scales(model):
+    seen = []
+    hook = model.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape)))
+    try:
+        p = multi_crop_probs(model, [_img(37, 50, 5)], [32, 40, 48], MEAN, crop=CROP,
+                             progress=False)
+    finally:
+        hook.remove()
+    assert sum(s[0] for s in seen) == 150
+    assert all(s[1:] == (3, CROP, CROP) for s in seen)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+
+
+def test_multi_crop_is_the_mean_over_crops_and_flips(model):
+    img = _img(CROP, 40, 6)  # q = 32: no rescale; grid x = 0, 2, 4, 6, 8
+    p = multi_crop_probs(model, [img], [CROP], MEAN, progress=False)[0]
+    crops = [img[:, :, x:x + CROP] for x in (0, 2, 4, 6, 8)]
+    each = [_softmax_of_net(model, c) for c in crops] + \
+           [_softmax_of_net(model, c.flip(-1)) for c in crops]
+    np.testing.assert_allclose(p, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_multi_crop_batching_does_not_change_the_result(model):
+    imgs = _images()
+    a = multi_crop_probs(model, imgs, [32, 40], MEAN, batch_size=7, progress=False)
+    b = multi_crop_probs(model, imgs, [32, 40], MEAN, batch_size=1000, progress=False)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_combine_is_the_mean():
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.random((3, 4)).astype(np.float32) for _ in range(3))
+    np.testing.assert_allclose(combine(a, b, c), (a + b + c) / 3, rtol=1e-6)
+    np.testing.assert_array_equal(combine(a), a)
+    with pytest.raises(ValueError, match="same images"):
+        combine(a, rng.random((2, 4)))
+
+
+def _run(seed=0, ids=("x", "y", "z"), classes=("a", "b", "c", "d"), keys=("multi-scale",)):
+    p = np.random.default_rng(seed).dirichlet(np.ones(len(classes)), size=len(ids))
+    return {"ids": list(ids), "labels": np.arange(len(ids)) % len(classes),
+            "classes": list(classes), "probs": {k: p.astype(np.float32) for k in keys}}
+
+
+def test_fuse_a_run_with_itself_returns_the_run():
+    r = _run()
+    np.testing.assert_array_equal(fuse([r, r], "multi-scale"), r["probs"]["multi-scale"])
+    np.testing.assert_array_equal(fuse([r], "multi-scale"), r["probs"]["multi-scale"])
+    r2 = _run(seed=1)
+    np.testing.assert_allclose(fuse([r, r2], "multi-scale"),
+                               (r["probs"]["multi-scale"] + r2["probs"]["multi-scale"]) / 2)
+
+
+def test_fuse_refuses_mismatched_members():
+    r = _run()
+    with pytest.raises(ValueError, match="different images"):
+        fuse([r, _run(ids=("x", "y", "w"))], "multi-scale")
+    with pytest.raises(ValueError, match="another order"):
+        fuse([r, _run(ids=("y", "x", "z"))], "multi-scale")
+    with pytest.raises(ValueError, match="class order"):
+        fuse([r, _run(classes=("b", "a", "c", "d"))], "multi-scale")
+    with pytest.raises(ValueError, match="no 'multi-crop'"):
+        fuse([r, r], "multi-crop")
+    with pytest.raises(ValueError, match="at least one"):
+        fuse([], "multi-scale")
+
+
+def test_save_load_round_trip(tmp_path):
+    r = _run(keys=("dense@256", "multi-scale", "multi-crop", "multi-crop+dense"))
+    path = tmp_path / "run" / "probs.npz"
+    save_probs(path, r["ids"], r["labels"], r["classes"], r["probs"])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["probs.npz"]  # no temp left
+    back = load_probs(path)
+    assert back["ids"] == r["ids"] and back["classes"] == r["classes"]
+    np.testing.assert_array_equal(back["labels"], r["labels"])
+    assert set(back["probs"]) == set(r["probs"])
+    for k, p in r["probs"].items():
+        np.testing.assert_array_equal(back["probs"][k], p.astype(np.float16).astype(np.float32))
+    with np.load(path) as z:
+        assert z["probs/multi-scale"].dtype == np.float16
+    # a saved run fuses with itself
+    np.testing.assert_array_equal(fuse([back, load_probs(path)], "multi-crop"), back["probs"]["multi-crop"])
+    with pytest.raises(ValueError, match="expected"):
+        save_probs(path, r["ids"], r["labels"], r["classes"], {"x": np.ones((2, 4))})
+
+
+@pytest.mark.parametrize("train_scale,single", [("256", 256), ("256-512", 384)])
+def test_evaluate_run_keys(model, train_scale, single):
+    profile = PROFILES["smoke"]
+    imgs = _images(sizes=((75, 90), (80, 75), (75, 90)))
+    ev, probs = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
+                             multi_crop=True, progress=False)
+    keys = [f"dense@{single}", "multi-scale", "multi-crop", "multi-crop+dense"]
+    assert list(ev) == keys and list(probs) == keys
+    multi = vgg.profiles.test_scales(train_scale)["multi"]
+    assert ev["multi-scale"]["scales"] == multi
+    assert ev["multi-scale"]["scales_px"] == [profile.px(q) for q in multi]
+    assert ev[f"dense@{single}"]["scales_px"] == [profile.px(single)]
+    for e in ev.values():
+        assert {"top1_err", "top5_err", "scales", "scales_px", "n_images", "seconds",
+                "images_per_s"} <= set(e)
+        assert e["n_images"] == 3 and 0 <= e["top1_err"] <= 100
+    for p in probs.values():
+        assert p.shape == (3, 4)
+    np.testing.assert_allclose(probs["multi-crop+dense"],
+                               (probs["multi-crop"] + probs["multi-scale"]) / 2, rtol=1e-6)
+    ev2, probs2 = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
+                               progress=False)
+    assert list(ev2) == keys[:2]
+
+
+def test_empty_or_too_small_scales_raise(model):
+    imgs = _images()
+    with pytest.raises(ValueError, match="no test scales"):
+        multi_scale_probs(model, imgs, [], MEAN, progress=False)
+    with pytest.raises(ValueError, match="no test scales"):
+        multi_crop_probs(model, imgs, [], MEAN, progress=False)
+    with pytest.raises(ValueError, match=r"smaller than the model's crop.*Q >= 32"):
+        dense_probs(model, imgs, 31, MEAN, progress=False)
+    with pytest.raises(ValueError, match="smaller than the model's crop"):
+        multi_crop_probs(model, imgs, [40, 20], MEAN, progress=False)
+    # S = 224 at the smoke profile: Q = S - 32 = 192 paper px is 27 real px < crop 32
+    with pytest.raises(ValueError, match="Q = 192"):
+        evaluate_run(model, imgs, MEAN, train_scale="224", profile=PROFILES["smoke"],
+                     progress=False)
+    with pytest.raises(ValueError, match="crop 64"):
+        evaluate_run(model, imgs, MEAN, train_scale="256", profile=PROFILES["cpu"],
+                     progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        dense_probs(model, [], 32, MEAN, progress=False)

@@ -1,0 +1,126 @@
+"""Error rates and their uncertainty (numpy only).
+
+The paper reports single numbers on 50K validation images; at Imagenette's 3,925 a
+difference of one point can be noise, so every error here comes with a percentile
+bootstrap interval over images, and comparisons of two runs on the same images use a
+*paired* bootstrap (the same resampled images for both), which is much tighter than
+comparing two independent intervals. Spread over training seeds is ``mean_std``.
+
+Errors are in percent, differences in percentage points, as in the paper's tables.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_bool(correct, name: str = "correct") -> np.ndarray:
+    a = np.asarray(correct)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of per-image outcomes, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: need at least one image")
+    if a.dtype != bool:
+        if not np.isin(a, (0, 1)).all():
+            raise ValueError(f"{name} must be boolean (or 0/1) per image, got values outside {{0, 1}}")
+        a = a.astype(bool)
+    return a
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 1):
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95; got {level!r}")
+
+
+def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(samples, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def error_percent(correct) -> float:
+    """Error in percent: 100 * (1 - accuracy)."""
+    return float(100.0 * (1.0 - _as_bool(correct).mean()))
+
+
+def bootstrap_ci(correct, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(error %, low, high): the error and a percentile bootstrap interval over images."""
+    c = _as_bool(correct)
+    _check_boot(n_boot, level)
+    err = 100.0 * (1.0 - c.mean())
+    # Resample counts of correct images; chunked so memory stays small for big sets.
+    boots = np.empty(n_boot)
+    idx_rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // c.size)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = idx_rng.integers(0, c.size, size=(m, c.size))
+        boots[start:start + m] = 100.0 * (1.0 - c[idx].mean(axis=1))
+    lo, hi = _percentiles(boots, level)
+    return float(err), lo, hi
+
+
+def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 2000, level: float = 0.95,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """(error_a - error_b, low, high) in percentage points, resampling the same images
+    for both runs (paired). Both arrays must be the same images in the same order."""
+    a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same images for both runs: correct_a has "
+                         f"{a.size} images, correct_b {b.size}")
+    _check_boot(n_boot, level)
+    # Per image, a's error minus b's: +1 where only a is wrong, -1 where only b is wrong.
+    d = b.astype(np.int8) - a.astype(np.int8)
+    diff = 100.0 * d.mean()
+    boots = np.empty(n_boot)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // d.size)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = rng.integers(0, d.size, size=(m, d.size))
+        boots[start:start + m] = 100.0 * d[idx].mean(axis=1)
+    lo, hi = _percentiles(boots, level)
+    return float(diff), lo, hi
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) over seeds; std is nan for one value."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0:
+        raise ValueError("mean_std needs at least one value")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def topk_correct(probs, labels, k: int) -> np.ndarray:
+    """Per image: is the true label among the k highest-scoring classes?"""
+    p = np.asarray(probs)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    if p.ndim != 2:
+        raise ValueError(f"probs must be [images, classes], got shape {p.shape}")
+    if p.shape[0] != y.size:
+        raise ValueError(f"probs has {p.shape[0]} images but labels has {y.size}")
+    n_classes = p.shape[1]
+    if not 1 <= k <= n_classes:
+        raise ValueError(f"k must be in 1..{n_classes} (the number of classes), got {k}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
+    # Ties are broken against the true class: it counts only if fewer than k classes
+    # score strictly higher *and* it is not tied with the k-th (so a constant output is wrong).
+    true = p[np.arange(y.size), y]
+    higher = (p > true[:, None]).sum(axis=1)
+    ties = (p == true[:, None]).sum(axis=1) - 1
+    return (higher + ties) < k
+
+
+def errors(probs, labels) -> dict[str, float]:
+    """Top-1 and top-5 error in percent (top-5 uses k = min(5, classes))."""
+    p = np.asarray(probs)
+    k5 = min(5, p.shape[1]) if p.ndim == 2 else 5
+    return {"top1_err": error_percent(topk_correct(p, labels, 1)),
+            "top5_err": error_percent(topk_correct(p, labels, k5))}
+
+
+__all__ = ["bootstrap_ci", "paired_bootstrap_diff", "mean_std", "topk_correct", "errors",
+           "error_percent"]
