@@ -191,7 +191,7 @@ def test_evaluate_run_keys(model, train_scale, single):
     imgs = _images(sizes=((75, 90), (80, 75), (75, 90)))
     ev, probs = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
                              multi_crop=True, progress=False)
-    keys = [f"dense@{single}", "multi-scale", "multi-crop", "multi-crop+dense"]
+    keys = [f"dense@{single}", f"centre-crop@{single}", "multi-scale", "multi-crop", "multi-crop+dense"]
     assert list(ev) == keys and list(probs) == keys
     multi = vgg.profiles.test_scales(train_scale)["multi"]
     assert ev["multi-scale"]["scales"] == multi
@@ -207,7 +207,7 @@ def test_evaluate_run_keys(model, train_scale, single):
                                (probs["multi-crop"] + probs["multi-scale"]) / 2, rtol=1e-6)
     ev2, probs2 = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
                                progress=False)
-    assert list(ev2) == keys[:2]
+    assert list(ev2) == keys[:3]
 
 
 def test_empty_or_too_small_scales_raise(model):

@@ -89,7 +89,7 @@ def test_run_folder_is_complete_and_carries_provenance(train_data, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "history.csv", "probs.npz", "env.json", "checkpoint.pt"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["status"] == "complete" and saved["net"] == "A" and saved["train_scale"] == "256"
-    assert set(saved["eval"]) == {"dense@256", "multi-scale"}
+    assert set(saved["eval"]) == {"dense@256", "centre-crop@256", "multi-scale"}
     assert saved["provenance"]["git_commit"] and saved["provenance"]["torch"] == torch.__version__
     assert saved["config"]["epochs"] == 1 and m["train"]["epochs"] == 1
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files

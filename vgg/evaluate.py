@@ -34,7 +34,7 @@ from .stats import bootstrap_ci, errors, topk_correct
 __all__ = ["dense_probs", "multi_scale_probs", "crop_grid", "multi_crop_probs", "combine",
            "save_probs", "load_probs", "fuse", "evaluate_run", "PROTOCOLS"]
 
-PROTOCOLS = ("dense@<Q>", "multi-scale", "multi-crop", "multi-crop+dense")
+PROTOCOLS = ("dense@<Q>", "centre-crop@<Q>", "multi-scale", "multi-crop", "multi-crop+dense")
 GRID = 5  # Sect. 3.2: a 5x5 regular grid of crops per scale
 
 
@@ -385,7 +385,8 @@ def _entry(probs: np.ndarray, labels, scales: list[int], scales_px: list[int],
 def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile, multi_crop: bool = False,
                  device="cpu", batch_size: int | None = None,
                  progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """Every protocol a run feeds: ``dense@<Q>`` (Table 3's single Q), ``multi-scale``
+    """Every protocol a run feeds: ``dense@<Q>`` (Table 3's single Q), ``centre-crop@<Q>``
+    (one centre crop at that Q, no flip: Sect. 4.1's B vs 5x5 comparison), ``multi-scale``
     (Table 4's three Q) and, with ``multi_crop``, ``multi-crop`` and ``multi-crop+dense``
     over the same three Q (Table 5). Q are the paper's pixels for ``train_scale``
     (vgg.profiles.test_scales), converted to real pixels with ``profile.px``.
@@ -428,6 +429,13 @@ def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile, multi_c
         key = f"dense@{q}"
         probs[key] = p
         ev[key] = _entry(p, labels, [q], [px[q]], s)
+    for q in single:
+        # Sect. 4.1 compares B with its 5x5 form on a single centre crop (no flip).
+        t = time.perf_counter()
+        key = f"centre-crop@{q}"
+        probs[key] = multi_crop_probs(model, images, [px[q]], mean, crop=model.crop, flip=False,
+                                      grid=1, **kw)
+        ev[key] = _entry(probs[key], labels, [q], [px[q]], time.perf_counter() - t)
     parts = [dense_at(q) for q in multi]
     probs["multi-scale"] = combine(*[p for p, _ in parts])
     ms_seconds = sum(s for _, s in parts)

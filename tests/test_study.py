@@ -1,0 +1,94 @@
+"""The study through papermill: complete run folders, idempotent, resumable, robust."""
+import json
+from typing import Optional
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from imagefolder import make_image_folder
+from vgg.config import DEFAULTS
+from vgg.study import NOTEBOOK, PlannedRun, plan, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_plan_covers_tables_3_to_6_with_the_init_chain():
+    runs = plan(1)
+    names = [r.name for r in runs]
+    assert len(runs) == 13 and len(set(names)) == 13
+    assert {r.net for r in runs} == {"A", "A-LRN", "B", "B-5x5", "C", "D", "E"}
+    by = {r.name: r for r in runs}
+    for net in "CDE":
+        assert by[f"{net}-S384-s0"].init_from == f"{net}-S256-s0" and by[f"{net}-S384-s0"].lr == 1e-3
+        assert by[f"{net}-S256-512-s0"].init_from == f"{net}-S384-s0"
+        assert names.index(f"{net}-S256-s0") < names.index(f"{net}-S384-s0") < names.index(f"{net}-S256-512-s0")
+    assert {r.name for r in runs if r.multi_crop} == {"D-S256-512-s0", "E-S256-512-s0"}
+    assert len(plan(3)) == 39 and plan([2])[0].name == "A-S256-s2"
+
+
+def test_notebook_parameters_are_the_config_defaults_with_comments():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata["mystnb"] == {"execution_mode": "off"}  # the book never re-executes runs
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    ns = {"Optional": Optional}
+    exec(cell.source, ns)
+    assert {k: ns[k] for k in DEFAULTS} == DEFAULTS
+    help_text = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(NOTEBOOK)],
+                               capture_output=True, text=True, check=True).stdout
+    for name in ("net", "train_scale", "seed", "profile", "epochs", "init_from", "data", "device", "out"):
+        assert f"  {name}: " in help_text
+    assert "a configuration of Table 1" in help_text and "jittered" in help_text
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    """The whole smoke study (13 runs) through papermill, once for this module."""
+    data = make_image_folder(tmp_path_factory.mktemp("study_data"), n_classes=3, train_per_class=8,
+                             val_per_class=2, seed=2)
+    runs_dir = tmp_path_factory.mktemp("runs")
+    log: list[str] = []
+    outcome = run_study("smoke", 1, runs_dir=runs_dir, data=str(data), echo=log.append)
+    return runs_dir, data, outcome, log
+
+
+def test_smoke_study_runs_end_to_end(smoke_study):
+    runs_dir, _, outcome, log = smoke_study
+    assert outcome == {r.name: "complete" for r in plan(1)}, "\n".join(log)
+    for r in plan(1):
+        folder = runs_dir / "smoke" / r.name
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["status"] == "complete" and m["run"] == r.name
+        assert {"history.csv", "probs.npz", "env.json", "run_config.ipynb"} <= {p.name for p in folder.iterdir()}
+        executed = nbformat.read(folder / "run_config.ipynb", as_version=4)
+        assert executed.metadata["mystnb"] == {"execution_mode": "off"}
+        assert executed.metadata["papermill"]["parameters"]["net"] == r.net
+        if r.multi_crop:
+            assert {"multi-crop", "multi-crop+dense"} <= set(m["eval"])
+    child = json.loads((runs_dir / "smoke" / "D-S384-s0" / "metrics.json").read_text())
+    assert child["config"]["init_from"].endswith("D-S256-s0") and child["config"]["lr"] == 1e-3
+
+
+def test_second_study_does_nothing_and_a_deleted_result_reruns_exactly_that_run(smoke_study):
+    runs_dir, data, _, _ = smoke_study
+    again = run_study("smoke", 1, runs_dir=runs_dir, data=str(data), echo=lambda s: None)
+    assert set(again.values()) == {"skipped"}
+    (runs_dir / "smoke" / "B-S256-s0" / "metrics.json").unlink()
+    third = run_study("smoke", 1, runs_dir=runs_dir, data=str(data), echo=lambda s: None)
+    assert {k for k, v in third.items() if v != "skipped"} == {"B-S256-s0"}
+    assert third["B-S256-s0"] == "complete"
+
+
+def test_a_failing_run_is_reported_and_the_others_complete(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
+    runs = [PlannedRun("A", "256", 0), PlannedRun("A", "256", 1, lr=-1.0),
+            PlannedRun("A", "384", 1, init_from="A-S256-s1"), PlannedRun("A-LRN", "256", 0)]
+    log: list[str] = []
+    outcome = run_study("smoke", runs=runs, runs_dir=tmp_path / "runs", data=str(data), echo=log.append)
+    assert outcome == {"A-S256-s0": "complete", "A-S256-s1": "failed", "A-S384-s1": "blocked",
+                       "A-LRN-S256-s0": "complete"}
+    text = "\n".join(log)
+    assert "A-S256-s1: failed" in text and "lr must be >= 0" in text
+    assert "1 failed" in text and "1 blocked" in text
