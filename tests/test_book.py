@@ -1,0 +1,249 @@
+"""The book: vgg.results on fake runs, and whole-book builds of a copy of the book.
+
+Two builds run side by side (one module-scoped fixture): one with the fake smoke study
+(2 seeds) plus a failed and a broken run, one with no runs at all. Both must pass
+``jupyter-book build --all -W --keep-going`` with zero warnings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_runs import write_fake_runs  # noqa: E402
+
+from vgg import results as R  # noqa: E402
+from vgg.study import plan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+JB = Path(sys.executable).parent / "jupyter-book"
+CHAPTERS = ["architectures", "protocol", "table3", "table4", "table5", "table6", "table7", "claims",
+            "curves", "compute", "status"]
+
+
+# --- vgg.results on fake runs ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("fake") / "runs"
+    write_fake_runs(runs, "smoke", (0, 1))
+    bad = runs / "smoke" / "Z-S256-s0"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("{not json")
+    failed = runs / "smoke" / "Y-S256-s0"
+    failed.mkdir()
+    (failed / "metrics.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    (runs / "smoke" / "W-S256-s0").mkdir()  # running: no metrics.json
+    return runs
+
+
+def test_paper_results_has_every_table():
+    p = R.paper_results()
+    assert set(p["table"]) == {3, 4, 5, 6, 7}
+    assert p.loc[(p.table == 3) & (p.config == "E") & (p.train_scale == "256-512"), "top1_val_err"].item() == 25.5
+
+
+def test_load_runs_reads_complete_runs_and_names_broken(fake):
+    runs, broken = R.load_runs("smoke", fake)
+    assert len(runs) == len(plan(2))
+    assert broken == [str(Path("smoke") / "Z-S256-s0" / "metrics.json")]
+    assert {"train.epochs", "eval.dense@256.top1_err", "provenance.torch"} <= set(runs.columns)
+    state = R.scan_runs(fake).set_index("run")["state"]
+    assert state["Y-S256-s0"] == "failed" and state["Z-S256-s0"] == "broken"
+    assert state["W-S256-s0"].startswith("running")
+
+
+def test_load_runs_of_an_empty_folder(tmp_path):
+    runs, broken = R.load_runs("cpu", tmp_path / "nothing")
+    assert runs.empty and broken == [] and "run" in runs.columns
+    assert R.eval_table(runs).empty and R.histories(runs).empty
+    assert (R.table3(runs)["ours top-1 (95% CI)"] == R.NOT_RUN).all()
+    assert (R.claims(runs)["verdict"] == R.NOT_RUN).all()
+
+
+def test_eval_table_is_long(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    ev = R.eval_table(runs)
+    d = ev[ev.run == "D-S256-512-s0"]
+    assert set(d.protocol) == {"dense@384", "multi-scale", "multi-crop", "multi-crop+dense"}
+    assert ev["top1_err"].between(0, 100).all()
+
+
+def test_missing_runs_commands(fake):
+    miss = dict(R.missing_runs("cpu", 1, fake))
+    assert len(miss) == len(plan(1))
+    assert miss["A-S256-s0"] == ("papermill book/run_config.ipynb runs/cpu/A-S256-s0/run_config.ipynb "
+                                 "-p net A -p train_scale 256 -p seed 0 -p profile cpu")
+    cmd = miss["D-S256-512-s0"]
+    assert "-p init_from runs/cpu/D-S384-s0" in cmd and "-p lr 0.001" in cmd
+    assert R.missing_runs("smoke", 2, fake) == []
+
+
+def test_book_profile_falls_back_to_smoke(fake, monkeypatch):
+    monkeypatch.delenv("VGG_BOOK_PROFILE", raising=False)
+    assert R.book_profile(fake)[0] == "smoke"
+    monkeypatch.setenv("VGG_BOOK_PROFILE", "gpu")
+    prof, note = R.book_profile(fake)
+    assert prof == "gpu" and R.NOT_RUN in note
+
+
+def test_tables_put_ours_next_to_the_paper(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    t3 = R.table3(runs)
+    assert len(t3) == 13 and (t3["seeds"] == 2).all()
+    assert (t3["ci lo"] <= t3["ours top-1"]).all() and (t3["ours top-1"] <= t3["ci hi"]).all()
+    assert len(R.table4(runs)) == 10 and len(R.table5(runs)) == 6
+    t6 = R.table6(runs)
+    assert (t6["seeds"] == 2).all() and t6["paper top-1"].notna().all()
+    paper7, ours7 = R.table7(runs)
+    assert "GoogLeNet (7 nets)" in set(paper7["method"]) and (ours7["dataset"].str.contains("Imagenette")).all()
+
+
+def test_claims_and_verdicts(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    c = R.claims(runs, n_boot=200)
+    assert len(c) == len(R.CLAIMS) and (c["seeds"] == 2).all()
+    assert c.loc[c.claim.str.startswith("Depth helps: B"), "paper gain"].item() == pytest.approx(0.9)
+    assert set(c["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
+    assert R.verdict("better", 0.1, 2) == "reproduced"
+    assert R.verdict("better", -3, -0.1) == "contradicted"
+    assert R.verdict("better", -1, 1) == "inconclusive"
+    assert R.verdict("no gain", 0.2, 1) == "contradicted"
+    assert R.verdict("no gain", -0.5, 0.5) == "reproduced"
+    assert R.verdict("no gain", -3, 0.5) == "inconclusive"
+    assert R.verdict("better", np.nan, np.nan) == R.NOT_RUN
+
+
+def test_histories_and_compute(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    h = R.histories(runs)
+    assert set(h["run"]) == set(runs["run"])
+    ct = R.compute_table(runs)
+    assert ct["train (h)"].gt(0).all() and ct["MFU (%)"].notna().all()
+
+
+def test_deviations_take_numbers_from_the_profiles():
+    from vgg.profiles import PROFILES
+    d = R.deviations().set_index("what")
+    assert str(PROFILES["cpu"].batch_size) == d.loc["Batch", "ours"]
+    assert str(PROFILES["cpu"].max_epochs) in d.loc["Epochs", "ours"]
+
+
+# --- whole-book builds -------------------------------------------------------------------
+
+def _copy_book(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for f in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / f, dest / f)
+    shutil.copytree(ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    (dest / "runs").mkdir()
+    return dest
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory, fake):
+    base = tmp_path_factory.mktemp("books")
+    full = _copy_book(base / "full")
+    shutil.rmtree(full / "runs")
+    shutil.copytree(fake, full / "runs")
+    empty = _copy_book(base / "empty")
+    env = {k: v for k, v in os.environ.items() if k not in ("VGG_RUNS", "VGG_BOOK_PROFILE")}
+    procs = {name: subprocess.Popen([str(JB), "build", "--all", "-W", "--keep-going", "."], cwd=d, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, d in (("full", full), ("empty", empty))}
+    out = {}
+    for name, p in procs.items():
+        log, _ = p.communicate(timeout=900)
+        out[name] = (p.returncode, log)
+    return {"full": full, "empty": empty, "logs": out}
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.tables, self.title, self._in_title = [], 0, "", False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img" and a.get("src"):
+            self.imgs.append(a["src"])
+        elif tag == "table":
+            self.tables += 1
+        elif tag == "title":
+            self._in_title = True
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+
+def _page(html: Path) -> tuple[_Page, str]:
+    text = html.read_text()
+    p = _Page()
+    p.feed(text)
+    return p, text
+
+
+def _warnings(log: str) -> list[str]:
+    return [l for l in log.splitlines() if ("WARNING" in l or "ERROR" in l) and "IPKernelApp" not in l]
+
+
+@pytest.mark.parametrize("which", ["full", "empty"])
+def test_book_builds_without_warnings(books, which):
+    rc, log = books["logs"][which]
+    assert rc == 0, log[-3000:]
+    assert _warnings(log) == [], log[-3000:]
+
+
+@pytest.mark.parametrize("which", ["full", "empty"])
+def test_every_chapter_has_its_tables_and_images(books, which):
+    html = books[which] / "_build" / "html"
+    assert (html / "book" / "intro.html").exists()
+    for ch in CHAPTERS:
+        page, text = _page(html / "book" / f"{ch}.html")
+        assert page.tables >= 1, ch
+        assert "Traceback" not in text and "Error" not in page.title, ch
+        for src in page.imgs:
+            if src.startswith(("http:", "https:", "data:")):
+                continue
+            assert (html / "book" / src.split("#")[0]).resolve().exists(), (ch, src)
+    plots = {"architectures": 1, "table3": 1, "claims": 1, "compute": 1}
+    if which == "full":
+        plots.update(curves=1, table4=1, table5=1, table6=1)
+    for ch, n in plots.items():
+        assert len([s for s in _page(html / "book" / f"{ch}.html")[0].imgs if "_images" in s]) >= n, ch
+
+
+def test_full_book_shows_runs_broken_and_run_pages(books):
+    html = books["full"] / "_build" / "html"
+    _, status = _page(html / "book" / "status.html")
+    assert "Z-S256-s0" in status and "metrics.json" in status  # broken, by name
+    assert "Y-S256-s0" in status and "failed" in status
+    _, t3 = _page(html / "book" / "table3.html")
+    assert "smoke" in t3 and R.NOT_RUN not in t3
+    page, _ = _page(html / "runs" / "smoke" / "D-S256-512-s0" / "run_config.html")
+    assert page.title.startswith("Run D-S256-512-s0 (smoke)")
+    n_pages = len(list((html / "runs" / "smoke").glob("*/run_config.html")))
+    assert n_pages == len(plan(2))
+
+
+def test_empty_book_says_what_is_missing(books):
+    html = books["empty"] / "_build" / "html"
+    _, status = _page(html / "book" / "status.html")
+    for p in plan(1):
+        assert p.name in status
+    assert "papermill book/run_config.ipynb runs/cpu/E-S256-512-s0/run_config.ipynb" in status
+    _, claims = _page(html / "book" / "claims.html")
+    assert R.NOT_RUN in claims
