@@ -29,7 +29,7 @@ BASE = {"A": 30, "A-LRN": 30.2, "B": 29, "B-5x5": 35, "C": 28, "D": 27, "E": 27}
 
 def _protocols(net: str, scale: str, multi_crop: bool) -> list[str]:
     q = test_scales(scale)["single"][0]
-    protos = [f"dense@{q}", "multi-scale"]
+    protos = [f"dense@{q}", f"centre-crop@{q}", "multi-scale"]
     if multi_crop:
         protos += ["multi-crop", "multi-crop+dense"]
     return protos
@@ -80,13 +80,13 @@ def write_run(folder: Path, planned, profile: str, seed_rng: np.random.Generator
     base = BASE[planned.net] + (0 if planned.train_scale == "256" else -0.5 if planned.train_scale == "384" else -1.5)
     base += seed_rng.normal(0, 1)
     protos = _protocols(planned.net, planned.train_scale, planned.multi_crop)
-    gains = {"multi-scale": 0.8, "multi-crop": 1.0, "multi-crop+dense": 1.4}
+    gains = {"multi-scale": 0.8, f"centre-crop@{test_scales(planned.train_scale)['single'][0]}": -3.0, "multi-crop": 1.0, "multi-crop+dense": 1.4}
     probs = {p: _probs(seed_rng, labels, base - gains.get(p, 0)) for p in protos}
     ev = {}
     for p, pr in probs.items():
         top = np.argsort(-pr.astype(np.float32), axis=1)
         q = test_scales(planned.train_scale)
-        scales = q["single"] if p.startswith("dense@") else q["multi"]
+        scales = q["single"] if "@" in p else q["multi"]
         ev[p] = {"top1_err": float(100 * np.mean(top[:, 0] != labels)),
                  "top5_err": float(100 * np.mean(~(top[:, :5] == labels[:, None]).any(1))),
                  "scales": scales, "scales_px": [round(s * 2 / 7) for s in scales],

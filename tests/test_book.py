@@ -73,7 +73,7 @@ def test_eval_table_is_long(fake):
     runs, _ = R.load_runs("smoke", fake)
     ev = R.eval_table(runs)
     d = ev[ev.run == "D-S256-512-s0"]
-    assert set(d.protocol) == {"dense@384", "multi-scale", "multi-crop", "multi-crop+dense"}
+    assert set(d.protocol) == {"dense@384", "centre-crop@384", "multi-scale", "multi-crop", "multi-crop+dense"}
     assert ev["top1_err"].between(0, 100).all()
 
 

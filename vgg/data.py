@@ -186,7 +186,7 @@ def _build_cache(files, root, labels, classes, cache_side, buf_path, meta_path, 
 
     # decode_image releases the GIL, so two threads keep both cores busy.
     with ThreadPoolExecutor(2) as pool:
-        imgs = list(tqdm(pool.map(one, files), total=len(files), disable=not progress,
+        imgs = list(tqdm(pool.map(one, files), total=len(files), disable=None if progress else True,
                          desc=f"decoding {split} (once; cached)", unit="img"))
     shapes = [list(im.shape) for im in imgs]
     sizes = [int(np.prod(s)) for s in shapes]
@@ -315,6 +315,7 @@ class TrainBatches:
     isotropic rescale to shortest side S, a random ``crop`` x ``crop`` crop, a horizontal flip
     with p = 0.5, AlexNet's PCA colour shift, then mean subtraction (Sect. 2.1).
 
+    deviation: the colour shift's scale (the book's protocol chapter lists it).
     Colour shift: AlexNet (Krizhevsky et al. 2012, Sect. 4.1) adds ``P @ (alpha * lambda)`` with
     alpha ~ N(0, 0.1). Taken literally with 0-255 eigenvalues (variances, ~10^4) that is a shift
     of ~10^3 grey levels, which would wash out the image; the formula only makes sense on one

@@ -100,7 +100,7 @@ def _flip(x: torch.Tensor) -> torch.Tensor:
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)
 
 
 class _eval_mode:

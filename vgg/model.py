@@ -164,7 +164,9 @@ def to_dense(model: VGG) -> DenseVGG:
 # --- initialisation (Sect. 3.1) -------------------------------------------------------
 
 def init_glorot(model: nn.Module) -> None:
-    """Glorot & Bengio (2010) uniform weights, zero biases: the paper's later remark (Sect. 3.1)
+    """deviation: the default initialisation (the paper trained A first, see init_paper).
+
+    Glorot & Bengio (2010) uniform weights, zero biases: the paper's later remark (Sect. 3.1)
     that this removes the need to pre-train net A."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

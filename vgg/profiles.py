@@ -47,7 +47,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "gpu": Profile("gpu", Fraction(1), 1.0, batch_size=256, max_epochs=74,
                    max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512),
-    # deviation: epochs and patience are the cpu profile's own (see the protocol chapter).
+    # deviation: pixels x 2/7, widths x 1/4, batch 64, and the cpu profile's own epoch caps
+    # and patience (the paper: 224 crops, full widths, batch 256, ~74 epochs); see the
+    # protocol chapter for why.
     "cpu": Profile("cpu", Fraction(2, 7), 0.25, batch_size=64, max_epochs=40,
                    max_epochs_finetune=20, patience=2, eval_batch_size=128),
     "smoke": Profile("smoke", Fraction(1, 7), 0.125, batch_size=8, max_epochs=2,

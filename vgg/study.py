@@ -44,7 +44,7 @@ def run_name(net: str, train_scale: str, seed: int, variant: str | None = None) 
     return f"{net}-S{train_scale}" + (f"-{variant}" if variant else "") + f"-s{seed}"
 
 
-# Fine-tuning lr: Sect. 3.1 gives 1e-3 for S = 384 from S = 256; it does not say which lr
+# deviation: Sect. 3.1 gives 1e-3 for S = 384 from S = 256; it does not say which lr
 # the jittered fine-tuning used, so we use the same 1e-3.
 FINETUNE_LR = 1e-3
 

@@ -126,7 +126,9 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout; augmentation has its own generator
         model.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch}", disable=not progress,
+        # The bar shows on a terminal only (tqdm's disable=None): in a papermill notebook its
+        # redraws would become thousands of outputs; the per-epoch line below is kept there.
+        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch}", disable=None if progress else True,
                    leave=False, mininterval=2.0)
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
