@@ -92,3 +92,18 @@ def test_a_failing_run_is_reported_and_the_others_complete(tmp_path):
     text = "\n".join(log)
     assert "A-S256-s1: failed" in text and "lr must be >= 0" in text
     assert "1 failed" in text and "1 blocked" in text
+
+
+def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
+    out = tmp_path / "new" / "folder"  # papermill alone fails on a missing folder
+    cmd = [sys.executable, "-m", "vgg", "run", "A", "--profile", "smoke", "--out", str(out),
+           "-p", f"data={data}", "-p", "epochs=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
+    assert (out / "run_config.ipynb").exists()
+    bad = subprocess.run([sys.executable, "-m", "vgg", "run", "F"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "invalid choice: 'F'" in bad.stderr
+    typo = subprocess.run(cmd[:-4] + ["-p", "lerning_rate=0.1"], capture_output=True, text=True, cwd=ROOT)
+    assert typo.returncode != 0 and "unknown run parameter(s) 'lerning_rate'" in typo.stderr

@@ -40,9 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from .config import RunConfig
-        from .study import execute
+        from .study import execute, plan
 
         params = dict(net=args.net, train_scale=args.train_scale, seed=args.seed, profile=args.profile)
+        # A run of the study plan gets the plan's parameters (init chain, lr, multi-crop),
+        # so this command makes exactly the run `make study` would; -p overrides them.
+        planned = [r for r in plan([args.seed]) if (r.net, r.train_scale) == (args.net, args.train_scale)]
+        if planned:
+            params = planned[0].params(args.profile)
         for item in args.param:
             key, sep, value = item.partition("=")
             if not sep:
