@@ -553,12 +553,13 @@ def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
                     fmt="o", color="tab:red", capsize=3, label="ours (95% CI)")
     for yi, ok in zip(y, have):
         if not ok:
-            ax.annotate(NOT_RUN, (0.99, yi), xycoords=("axes fraction", "data"), ha="right", va="center",
-                        fontsize=8, color="grey")
+            ax.annotate(NOT_RUN, (1.01, yi), xycoords=("axes fraction", "data"), ha="left", va="center",
+                        fontsize=8, color="grey", annotation_clip=False)
     ax.set_yticks(y, df[label])
     ax.set_xlabel("top-1 error (%)")
     ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
+    below_xlabel = -0.6 / max(fig.get_figheight() - 1.0, 0.5)  # 0.6 inch under the axes
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below_xlabel), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -690,4 +691,11 @@ def deviations() -> pd.DataFrame:
 
 __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_runs", "histories",
            "book_profile", "table3", "table4", "table5", "table6", "table7", "claims", "verdict",
-           "compute_table", "deviations", "versions"]
+           "compute_table", "deviations", "versions", "show"]
+
+
+def show(df: pd.DataFrame, digits: int = 3):
+    """A table for the page: no row index, floats to ``digits`` significant digits."""
+    floats = df.select_dtypes("float").columns
+    fmt = {c: (lambda x, d=digits: "" if pd.isna(x) else f"{x:.{d}g}") for c in floats}
+    return df.style.hide(axis="index").format(fmt)
