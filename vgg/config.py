@@ -110,7 +110,7 @@ class RunConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else ROOT / "runs" / self.profile / self.name
+        return resolve(self.out) if self.out else ROOT / "runs" / self.profile / self.name
 
     @property
     def max_epochs(self) -> int:
@@ -120,6 +120,16 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve(path: str | Path | None) -> Path | None:
+    """A path parameter: absolute as given, relative to the repository root otherwise, so
+    ``init_from="runs/cpu/C-S256-s0"`` means the same from the shell, papermill and a
+    notebook opened in book/."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
-from .config import RunConfig
+from .config import RunConfig, resolve
 from .evaluate import evaluate_run, save_probs
 from .io import environment, write_json, write_text
 from .model import build, init_paper, param_count
@@ -42,7 +42,7 @@ def is_complete(out_dir: str | Path) -> bool:
 
 def check_parent(path: str | None, what: str) -> None:
     """Fail before any work when a parent run (init_from / init_a) is not finished."""
-    if path and not is_complete(path):
+    if path and not is_complete(resolve(path)):
         raise FileNotFoundError(f"{what}={path!r} is not a complete run (no metrics.json with status "
                                 f"'complete'); run it first, e.g. `python -m vgg study`")
 
@@ -75,7 +75,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     device = pick_device(cfg.device, cfg.threads)
 
-    root = D.find_data(cfg.data)
+    root = D.find_data(resolve(cfg.data))
     train = D.load_split(root, "train", per_class=prof.per_class, cache_side=prof.cache_side, progress=progress)
     val = D.load_split(root, "val", classes=train.classes, per_class=prof.per_class,
                        cache_side=prof.cache_side, progress=progress)
@@ -86,11 +86,11 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     model = build(cfg.net, num_classes=len(train.classes), width=prof.width, crop=prof.crop)
     init_note = "glorot"
     if cfg.init_from:
-        load_weights(cfg.init_from, model)
+        load_weights(resolve(cfg.init_from), model)
         init_note = f"weights of {cfg.init_from}"
     elif cfg.init == "paper":
         a = build("A", num_classes=len(train.classes), width=prof.width, crop=prof.crop)
-        load_weights(cfg.init_a, a)
+        load_weights(resolve(cfg.init_a), a)
         init_note = "paper: N(0, 0.01) + from A: " + ", ".join(init_paper(model, from_a=a))
 
     s_lo, s_hi = parse_train_scale(cfg.train_scale)

@@ -118,9 +118,15 @@ def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, cwd: Path
 
     from .config import RunConfig
 
-    RunConfig.from_dict(dict(params, out=str(out_dir)))  # fail fast, before a kernel starts
+    from .io import ROOT
+
+    # Paths inside the repository are passed relative to it (RunConfig resolves them so), so
+    # the executed notebooks that go into git carry no machine-specific paths.
+    out = out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir
+    params = dict(params, out=str(out))
+    RunConfig.from_dict(params)  # fail fast, before a kernel starts
     out_dir.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(notebook), str(out_dir / "run_config.ipynb"), parameters=dict(params, out=str(out_dir)),
+    pm.execute_notebook(str(notebook), str(out_dir / "run_config.ipynb"), parameters=params,
                         cwd=str(cwd or notebook.parents[1]), progress_bar=False, log_output=log_output)
 
 
