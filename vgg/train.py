@@ -117,6 +117,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         torch.set_rng_state(ckpt["rng_cpu"])
         if result.stopped == "epoch cap" and result.epochs < max_epochs:
             result.stopped = ""  # asked for more epochs than the last call: go on
+        if progress:
+            tqdm.write(f"resumed from {ckpt_path} after epoch {result.epochs}")
     eval_bs = 256
     while not result.stopped:
         epoch = result.epochs + 1
