@@ -176,7 +176,7 @@ def load_split(root, split: str, *, classes: list[str] | None = None, per_class:
 
 
 def _build_cache(files, root, labels, classes, cache_side, buf_path, meta_path, progress, split):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     def one(path):
         img = _decode(path)

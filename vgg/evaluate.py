@@ -99,7 +99,7 @@ def _flip(x: torch.Tensor) -> torch.Tensor:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .io import atomic_path
 
@@ -118,7 +118,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         if result.stopped == "epoch cap" and result.epochs < max_epochs:
             result.stopped = ""  # asked for more epochs than the last call: go on
         if progress:
-            tqdm.write(f"resumed from {ckpt_path} after epoch {result.epochs}")
+            tqdm.write(f"resumed from {ckpt_path.parent.name}/{ckpt_path.name} after epoch {result.epochs}")
     eval_bs = 256
     while not result.stopped:
         epoch = result.epochs + 1
