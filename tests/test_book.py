@@ -80,10 +80,10 @@ def test_eval_table_is_long(fake):
 def test_missing_runs_commands(fake):
     miss = dict(R.missing_runs("cpu", 1, fake))
     assert len(miss) == len(plan(1))
-    assert miss["A-S256-s0"] == ("papermill book/run_config.ipynb runs/cpu/A-S256-s0/run_config.ipynb "
-                                 "-p net A -p train_scale 256 -p seed 0 -p profile cpu")
-    cmd = miss["D-S256-512-s0"]
-    assert "-p init_from runs/cpu/D-S384-s0" in cmd and "-p lr 0.001" in cmd
+    # python -m vgg run makes the folder (papermill refuses a missing one) and takes the
+    # plan's init chain, lr and multi-crop (tests/test_study.py runs this command)
+    assert miss["A-S256-s0"] == "python -m vgg run A --train-scale 256 --seed 0 --profile cpu"
+    assert miss["D-S256-512-s0"] == "python -m vgg run D --train-scale 256-512 --seed 0 --profile cpu"
     assert R.missing_runs("smoke", 2, fake) == []
 
 
@@ -128,6 +128,7 @@ def test_histories_and_compute(fake):
     assert set(h["run"]) == set(runs["run"])
     ct = R.compute_table(runs)
     assert ct["train (h)"].gt(0).all() and ct["MFU (%)"].notna().all()
+    assert (ct["eval (min)"] == 0.5).all()  # the run's own total, not the overlapping protocol times
 
 
 def test_deviations_take_numbers_from_the_profiles():
@@ -244,6 +245,6 @@ def test_empty_book_says_what_is_missing(books):
     _, status = _page(html / "book" / "status.html")
     for p in plan(1):
         assert p.name in status
-    assert "papermill book/run_config.ipynb runs/cpu/E-S256-512-s0/run_config.ipynb" in status
+    assert "python -m vgg run E --train-scale 256-512 --seed 0 --profile cpu" in status
     _, claims = _page(html / "book" / "claims.html")
     assert R.NOT_RUN in claims

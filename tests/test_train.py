@@ -58,8 +58,9 @@ def test_interrupted_run_resumes_to_the_same_weights(train_data, tmp_path, monke
 
     real_fit = run_mod.fit
 
-    def interrupted_fit(*args, **kwargs):
-        def stop(epoch, row):
+    def interrupted_fit(*args, on_epoch_end=None, **kwargs):
+        def stop(epoch, history):
+            on_epoch_end(epoch, history)
             if epoch == 2:
                 raise KeyboardInterrupt("simulated crash after epoch 2")
         return real_fit(*args, on_epoch_end=stop, **kwargs)
@@ -69,6 +70,9 @@ def test_interrupted_run_resumes_to_the_same_weights(train_data, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, progress=False)
     assert not (tmp_path / "resumed" / "metrics.json").exists()  # nothing looks finished
+    assert len((tmp_path / "resumed" / "history.csv").read_text().splitlines()) == 1 + 2  # curves so far
+    with pytest.raises(ValueError, match="other parameters.*lr: checkpoint 0.01 vs now 0.005"):
+        run_experiment(_cfg(tmp_path, train_data, "resumed", epochs=3, lr=0.005), progress=False)
     monkeypatch.setattr(run_mod, "fit", real_fit)
     resumed = run_experiment(cfg, progress=False)
 
@@ -81,6 +85,8 @@ def test_interrupted_run_resumes_to_the_same_weights(train_data, tmp_path, monke
     hist = lambda d: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
                       for r in torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["history"]]
     assert hist("whole") == hist("resumed")
+    with pytest.raises(ValueError, match="complete run made with other parameters.*multi_crop"):
+        run_experiment(_cfg(tmp_path, train_data, "whole", epochs=3, multi_crop=True), progress=False)
 
 
 def test_run_folder_is_complete_and_carries_provenance(train_data, tmp_path):
@@ -131,3 +137,5 @@ def test_divergence_marks_the_run_failed(train_data, tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "failed" and "eval" not in m and "loss became" in m["error"]
     assert not (tmp_path / "run" / "probs.npz").exists()
+    # a lower lr in the same folder is a new attempt, which finishes
+    assert run_experiment(_cfg(tmp_path, train_data, epochs=1), progress=False)["status"] == "complete"

@@ -37,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "run":
         import ast
-        from pathlib import Path
 
         from .config import RunConfig
         from .study import execute, plan
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, SyntaxError):
                 params[key] = value
         cfg = RunConfig.from_dict(dict(params, out=args.out))
-        out = Path(args.out) if args.out else cfg.out_dir
+        out = cfg.out_dir  # a relative --out means the repository root, as in the notebook
         print(f"run {cfg.name} -> {out}")
         execute(params, out, log_output=True)
         return 0

@@ -6,6 +6,7 @@ which is atomic on POSIX file systems.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -81,5 +82,5 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
-        "hostname_hash": hash(platform.node()) & 0xFFFF,
+        "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],  # same machine, same id
     }

@@ -110,9 +110,9 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         if x.shape[-2:] != (self.feature_side, self.feature_side):
-            raise ValueError(f"{self.net} at crop {self.crop} takes {self.crop}x{self.crop} images, "
-                             f"got {tuple(x.shape[-2:] * DOWNSAMPLE)}-ish; use vgg.to_dense for "
-                             f"whole images")
+            raise ValueError(f"{self.net} at crop {self.crop} takes {self.crop}x{self.crop} images, got a "
+                             f"{x.shape[-2]}x{x.shape[-1]} feature map instead of {self.feature_side}x"
+                             f"{self.feature_side}; use vgg.to_dense for whole images")
         return self.classifier(torch.flatten(x, 1))
 
     def extra_repr(self) -> str:

@@ -232,11 +232,10 @@ def histories(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def command(planned, profile: str) -> str:
-    """The papermill command that makes a planned run."""
-    out = f"runs/{profile}/{planned.name}/run_config.ipynb"
-    parts = ["papermill", "book/run_config.ipynb", out]
-    for k, v in planned.params(profile).items():
-        parts += ["-p", k, str(v)]
+    """The command that makes a planned run: ``python -m vgg run`` makes the run folder
+    (papermill alone refuses a missing one) and takes the plan's init chain and lr."""
+    parts = ["python", "-m", "vgg", "run", planned.net, "--train-scale", planned.train_scale,
+             "--seed", str(planned.seed), "--profile", profile]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -442,7 +441,7 @@ CLAIMS = [
      (3, "D", "256-512", _T3), (3, "D", "256", _T3)),
     ("Multi-scale testing helps (D, jittered S)", "better", ("D", "256-512", "multi-scale"),
      ("D", "256-512", "dense@384"), (4, "D", "256-512", "multi-scale"), (3, "D", "256-512", _T3)),
-    ("Multi-crop at least as good as dense (D)", "better", ("D", "256-512", "multi-crop"),
+    ("Multi-crop at least as good as dense (D)", "not worse", ("D", "256-512", "multi-crop"),
      ("D", "256-512", "multi-scale"), (5, "D", "256-512", "multi-crop"), (5, "D", "256-512", "dense")),
     ("Multi-crop & dense is best (D)", "better", ("D", "256-512", "multi-crop+dense"),
      ("D", "256-512", "multi-crop"), (5, "D", "256-512", "multi-crop+dense"), (5, "D", "256-512", "multi-crop")),
@@ -459,6 +458,7 @@ def verdict(kind: str, lo: float, hi: float, equiv_margin: float = EQUIV_MARGIN)
     """From the 95% CI of (worse's error - better's error), in points.
 
     better: reproduced if the CI is above 0, contradicted if below, else inconclusive.
+    not worse: reproduced if the CI lies above -margin, contradicted if below it.
     no gain: contradicted if the CI is above 0 for LRN-like claims (the first *is* better)
     or excludes 0 for equality; reproduced if the CI lies within +-margin; else inconclusive.
     """
@@ -466,6 +466,8 @@ def verdict(kind: str, lo: float, hi: float, equiv_margin: float = EQUIV_MARGIN)
         return NOT_RUN
     if kind == "better":
         return "reproduced" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
+    if kind == "not worse":  # non-inferiority: worse by less than the margin at most
+        return "reproduced" if lo > -equiv_margin else "contradicted" if hi < -equiv_margin else "inconclusive"
     if lo > 0:
         return "contradicted"
     if hi < equiv_margin and lo > -equiv_margin:
@@ -618,12 +620,12 @@ def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
     def col(name):
         return runs[name] if name in runs.columns else pd.Series(np.nan, index=runs.index)
 
-    ev_cols = [c for c in runs.columns if c.startswith("eval.") and c.endswith(".seconds")]
     out = pd.DataFrame({
         "run": runs["run"], "epochs": col("train.epochs"), "stopped": col("train.stopped"),
         "train (h)": col("train.seconds") / 3600, "train images/s": col("train.images_per_s"),
         "MFU (%)": 100 * pd.to_numeric(col("train.mfu"), errors="coerce"),
-        "eval (min)": runs[ev_cols].sum(axis=1, min_count=1) / 60 if ev_cols else np.nan,
+        # protocols share work (multi-scale includes dense@Q), so their seconds overlap
+        "eval (min)": col("eval_seconds") / 60,
         "device": col("provenance.gpu").fillna(col("provenance.cpu")) if "provenance.gpu" in runs
         else col("provenance.cpu"),
     })
@@ -644,6 +646,10 @@ def versions() -> pd.DataFrame:
     import platform
     rows.append(("python", platform.python_version()))
     return pd.DataFrame(rows, columns=["package", "version"])
+
+
+def _ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
 
 
 def deviations() -> pd.DataFrame:
@@ -668,7 +674,8 @@ def deviations() -> pd.DataFrame:
         ("Batch", f"{gpu.batch_size}", f"{cpu.batch_size}", "CPU memory and throughput"),
         ("Epochs", "~74 (370K iterations), lr ÷10 three times",
          f"at most {cpu.max_epochs} from scratch, {cpu.max_epochs_finetune} when fine-tuning; "
-         f"lr ÷10 after {cpu.patience} epochs without gain, at most {DEFAULTS['max_lr_drops']} times",
+         f"lr ÷10 at the {_ordinal(cpu.patience + 1)} epoch in a row without a new best held-out "
+         f"accuracy (ReduceLROnPlateau, patience {cpu.patience}), at most {DEFAULTS['max_lr_drops']} times",
          "time budget of the whole study on two cores"),
         ("Learning-rate monitor", "validation accuracy",
          f"a held-out {DEFAULTS['holdout_frac']:.0%} slice of each training class",
@@ -695,7 +702,7 @@ __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_run
 
 
 def show(df: pd.DataFrame, digits: int = 3):
-    """A table for the page: no row index, floats to ``digits`` significant digits."""
+    """A table for the page: no row index, floats to ``digits`` significant digits, NaN as a dash."""
     floats = df.select_dtypes("float").columns
-    fmt = {c: (lambda x, d=digits: "" if pd.isna(x) else f"{x:.{d}g}") for c in floats}
+    fmt = {c: (lambda x, d=digits: "–" if pd.isna(x) else f"{x:.{d}g}") for c in floats}
     return df.style.hide(axis="index").format(fmt)

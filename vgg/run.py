@@ -26,6 +26,11 @@ from .train import HISTORY_COLUMNS, TrainingDiverged, fit, load_weights, matmul_
     train_flops_per_image
 
 
+# The parameters that shape training: a checkpoint made with others is not resumed.
+RECIPE = ("net", "train_scale", "seed", "profile", "epochs", "lr", "momentum", "weight_decay", "batch_size",
+          "patience", "max_lr_drops", "holdout_frac", "init", "init_a", "init_from")
+
+
 def read_metrics(out_dir: str | Path) -> dict | None:
     """The run's metrics.json, or None when there is none."""
     path = Path(out_dir) / "metrics.json"
@@ -67,7 +72,14 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     out, prof = cfg.out_dir, cfg.prof
     if is_complete(out):
-        return read_metrics(out)
+        done = read_metrics(out)
+        changed = {k: (v, done.get("config", {}).get(k)) for k, v in cfg.to_dict().items()
+                   if k in RECIPE + ("multi_crop",) and done.get("config", {}).get(k) != v}
+        if changed:
+            raise ValueError(f"{out} holds a complete run made with other parameters ("
+                             + ", ".join(f"{k}: now {a!r}, there {b!r}" for k, (a, b) in changed.items())
+                             + "); choose another out, or delete its metrics.json to redo it")
+        return done
     check_parent(cfg.init_from, "init_from")
     check_parent(cfg.init_a, "init_a")
     out.mkdir(parents=True, exist_ok=True)
@@ -101,15 +113,19 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
         result = fit(model, batches, holdout, out_dir=out, lr=cfg.lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                      patience=prof.patience if cfg.patience is None else cfg.patience,
-                     max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress)
+                     max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress,
+                     recipe={k: v for k, v in cfg.to_dict().items() if k in RECIPE and k != "epochs"},
+                     on_epoch_end=lambda epoch, history: write_text(out / "history.csv", _csv(history)))
     except TrainingDiverged as err:
         write_json(out / "metrics.json", dict(_identity(cfg), status="failed", error=str(err),
                                               config=cfg.to_dict()))
         raise
     write_text(out / "history.csv", _csv(result.history))
 
+    t_eval = time.perf_counter()
     evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
                                 multi_crop=cfg.multi_crop, device=str(device), progress=progress)
+    eval_seconds = round(time.perf_counter() - t_eval, 1)
     save_probs(out / "probs.npz", val.ids, val.labels.numpy(), val.classes, probs)
 
     env = environment()
@@ -129,7 +145,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                    best_holdout_top1_err=min((r["holdout_top1_err"] for r in result.history), default=None),
                    final_holdout_top1_err=result.history[-1]["holdout_top1_err"] if result.history else None,
                    mfu=round(img_s * train_flops_per_image(model) / peak, 3)),
-        eval=evals, provenance=env)
+        eval=evals, eval_seconds=eval_seconds, provenance=env)
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run finished
     return metrics
 

@@ -40,7 +40,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped: str = ""  # "plateau" (the paper's stop) or "epoch cap"
     lr_drops: int = 0
-    resumed_from_epoch: int = 0
 
     @property
     def epochs(self) -> int:
@@ -95,11 +94,16 @@ def _autocast(device: torch.device):
 def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *, out_dir: Path,
         lr: float, momentum: float, weight_decay: float, max_epochs: int, patience: int,
         max_lr_drops: int, seed: int, device: torch.device, progress: bool = True,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+        recipe: dict | None = None,
+        on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> TrainResult:
     """Train ``model`` on ``batches`` (a ``vgg.data.TrainBatches``) until the schedule stops
     or ``max_epochs``; resume from ``out_dir/checkpoint.pt`` when it exists.
 
     ``holdout`` is (x, y): prepared, normalised crops of the held-out slice, the monitor.
+    ``recipe``: the run parameters that shape training; it is stored in the checkpoint, and a
+    resume with other values is refused (the optimiser's saved state would silently win).
+    Bit-exact resume holds for the same device and torch thread count: CPU kernels may sum
+    in another order with another number of threads.
     """
     model.to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -109,17 +113,22 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
     ckpt_path = Path(out_dir) / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        saved = ckpt.get("recipe")  # absent in checkpoints written before it was stored
+        if recipe is not None and saved is not None and saved != recipe:
+            diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {recipe.get(k)!r}"
+                             for k in sorted(set(saved) | set(recipe)) if saved.get(k) != recipe.get(k))
+            raise ValueError(f"{ckpt_path} was trained with other parameters ({diff}); resuming would "
+                             f"mix the two. Use another run folder (out), or delete the checkpoint to start over.")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        result = TrainResult(history=ckpt["history"], stopped=ckpt["stopped"], lr_drops=ckpt["lr_drops"],
-                             resumed_from_epoch=len(ckpt["history"]))
+        result = TrainResult(history=ckpt["history"], stopped=ckpt["stopped"], lr_drops=ckpt["lr_drops"])
         torch.set_rng_state(ckpt["rng_cpu"])
         if result.stopped == "epoch cap" and result.epochs < max_epochs:
             result.stopped = ""  # asked for more epochs than the last call: go on
         if progress:
             tqdm.write(f"resumed from {ckpt_path.parent.name}/{ckpt_path.name} after epoch {result.epochs}")
-    eval_bs = 256
+    eval_bs = 256  # the held-out slice is small; one batch size fits every profile
     while not result.stopped:
         epoch = result.epochs + 1
         if epoch > max_epochs:
@@ -138,6 +147,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
                 scores = model(x)
                 loss = F.cross_entropy(scores.float(), y)
             if not torch.isfinite(loss):
+                if ckpt_path.exists():  # keep it for inspection, but never resume from it
+                    ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} in epoch {epoch} after {seen} images "
                     f"(lr {opt.param_groups[0]['lr']:g}); the run is marked failed. A lower lr "
@@ -168,17 +179,17 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
             tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.3f}  train err {row['train_top1_err']:5.1f}%"
                        f"  held-out err {h1:5.1f}% (top-5 {h5:5.1f}%)  lr {row['lr']:.0e}"
                        f"  {row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
-        _save_checkpoint(ckpt_path, model, opt, sched, result)
+        _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    _save_checkpoint(ckpt_path, model, opt, sched, result)
+            on_epoch_end(epoch, result.history)
+    _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
     return result
 
 
-def _save_checkpoint(path: Path, model, opt, sched, result: TrainResult) -> None:
+def _save_checkpoint(path: Path, model, opt, sched, result: TrainResult, recipe: dict | None) -> None:
     state = dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                  history=result.history, stopped=result.stopped, lr_drops=result.lr_drops,
-                 rng_cpu=torch.get_rng_state())
+                 rng_cpu=torch.get_rng_state(), recipe=recipe)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

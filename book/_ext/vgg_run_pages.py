@@ -70,7 +70,9 @@ def retitle(app, docname: str, source: list[str]) -> None:
     cells.insert(0, {"cell_type": "markdown", "id": "vgg-run-title", "metadata": {},
                      "source": title + f"\nThe executed notebook of run `{run}`, profile `{profile}`, "
                                        f"as papermill wrote it; the book does not re-run it.\n"})
-    nb.setdefault("metadata", {}).setdefault("mystnb", {})["execution_mode"] = "off"
+    mystnb = nb.setdefault("metadata", {}).setdefault("mystnb", {})
+    mystnb["execution_mode"] = "off"
+    mystnb["output_stderr"] = "show"  # a run's log is shown as it was; chapters must not print to stderr
     source[0] = json.dumps(nb)
 
 
