@@ -139,7 +139,7 @@ def test_paper_init_copies_four_convs_and_the_head_from_a():
         if isinstance(src, torch.nn.Linear):
             assert torch.equal(src.weight, dst.weight)
     assert len(copied) == 7
-    assert abs(float(convs_d[1].weight.std()) - 0.01) < 0.002  # the rest is N(0, 0.01^2)
+    assert abs(float(convs_d[1].weight.detach().std()) - 0.01) < 0.002  # the rest is N(0, 0.01^2)
 
 
 def test_paper_init_refuses_an_a_of_another_width():
