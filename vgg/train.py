@@ -172,9 +172,10 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         lr_before = opt.param_groups[0]["lr"]
         sched.step(100.0 - h1)
         if opt.param_groups[0]["lr"] < lr_before:
-            result.lr_drops += 1
-            if result.lr_drops > max_lr_drops:  # a plateau after the last division: stop
-                result.stopped = "plateau"
+            if result.lr_drops == max_lr_drops:  # a plateau after the last division: stop
+                result.stopped = "plateau"  # (the scheduler's extra division is never used)
+            else:
+                result.lr_drops += 1
         if progress:
             tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.3f}  train err {row['train_top1_err']:5.1f}%"
                        f"  held-out err {h1:5.1f}% (top-5 {h5:5.1f}%)  lr {row['lr']:.0e}"
