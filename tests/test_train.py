@@ -139,3 +139,21 @@ def test_divergence_marks_the_run_failed(train_data, tmp_path):
     assert not (tmp_path / "run" / "probs.npz").exists()
     # a lower lr in the same folder is a new attempt, which finishes
     assert run_experiment(_cfg(tmp_path, train_data, epochs=1), progress=False)["status"] == "complete"
+
+
+def test_lr_is_divided_on_plateaus_and_the_next_plateau_stops(train_data, tmp_path):
+    """Sect. 3.1: divide by 10 when the monitor stops improving, 3 times (here 2), then stop.
+    An empty held-out slice never improves, so with patience 0 every epoch after the first
+    is a plateau."""
+    imgs = D.load_split(train_data, "train", progress=False)
+    stats = D.colour_stats(imgs)
+    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    batches = D.TrainBatches(imgs, torch.arange(16), crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2,
+                             batch_size=8, stats=stats, seed=0)
+    empty = (torch.zeros(0, 3, SMOKE.crop, SMOKE.crop), torch.zeros(0, dtype=torch.long))
+    result = fit(model, batches, empty, out_dir=tmp_path, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                 max_epochs=10, patience=0, max_lr_drops=2, seed=0, device=torch.device("cpu"),
+                 progress=False)
+    assert result.stopped == "plateau" and result.lr_drops == 2
+    # epoch 1 sets the best; 2 and 3 bring nothing (lr / 10 after each); 4 too: stop
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.01, 1e-3, 1e-4])
