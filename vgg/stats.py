@@ -39,6 +39,18 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _bootstrap_means(x: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of the per-image values ``x``;
+    chunked so memory stays small for big sets."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // x.size)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        out[start:start + m] = x[rng.integers(0, x.size, size=(m, x.size))].mean(axis=1)
+    return out
+
+
 def error_percent(correct) -> float:
     """Error in percent: 100 * (1 - accuracy)."""
     return float(100.0 * (1.0 - _as_bool(correct).mean()))
@@ -50,15 +62,7 @@ def bootstrap_ci(correct, n_boot: int = 2000, level: float = 0.95,
     c = _as_bool(correct)
     _check_boot(n_boot, level)
     err = 100.0 * (1.0 - c.mean())
-    # Resample counts of correct images; chunked so memory stays small for big sets.
-    boots = np.empty(n_boot)
-    idx_rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // c.size)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = idx_rng.integers(0, c.size, size=(m, c.size))
-        boots[start:start + m] = 100.0 * (1.0 - c[idx].mean(axis=1))
-    lo, hi = _percentiles(boots, level)
+    lo, hi = _percentiles(100.0 * (1.0 - _bootstrap_means(c, n_boot, seed)), level)
     return float(err), lo, hi
 
 
@@ -74,14 +78,7 @@ def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 2000, level: float
     # Per image, a's error minus b's: +1 where only a is wrong, -1 where only b is wrong.
     d = b.astype(np.int8) - a.astype(np.int8)
     diff = 100.0 * d.mean()
-    boots = np.empty(n_boot)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // d.size)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = rng.integers(0, d.size, size=(m, d.size))
-        boots[start:start + m] = 100.0 * d[idx].mean(axis=1)
-    lo, hi = _percentiles(boots, level)
+    lo, hi = _percentiles(100.0 * _bootstrap_means(d, n_boot, seed), level)
     return float(diff), lo, hi
 
 
