@@ -583,7 +583,8 @@ def claims_plot(c: pd.DataFrame):
                     fmt="o", color="tab:red", capsize=3, label="ours (95% paired CI)")
     ax.set_yticks(y, c["claim"])
     ax.set_xlabel("top-1 gain of the claimed-better side (points)")
-    ax.legend(fontsize=8, loc="lower right")
+    below_xlabel = -0.6 / max(fig.get_figheight() - 1.0, 0.5)  # 0.6 inch under the axes
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below_xlabel), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
