@@ -1,6 +1,7 @@
 """vgg.data: loading and caching, statistics, and the paper's transforms (Sect. 2.1, 3.1, 3.2)."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -277,3 +278,15 @@ def test_prefetch_stops_on_break_and_reraises():
     with pytest.raises(AttributeError):
         list(broken.epoch(0))
     assert threading.active_count() == before
+
+
+def test_cli_data_says_where_the_images_are(tiny_data, monkeypatch):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, VGG_DATA=str(tiny_data))
+    done = subprocess.run([sys.executable, "-m", "vgg", "data"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and f"images: {tiny_data}" in done.stdout
+    env["VGG_DATA"] = str(tiny_data / "nowhere")
+    bad = subprocess.run([sys.executable, "-m", "vgg", "data"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "VGG_DATA" in bad.stderr
