@@ -85,5 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _cli() -> int:
+    """main() with bad input reported as one line (what was wrong, what is valid), no traceback."""
+    try:
+        return main()
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"python -m vgg: error: {err}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli())
