@@ -49,9 +49,11 @@ PROFILES: dict[str, Profile] = {
                    max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512),
     # deviation: pixels x 2/7, widths x 1/4, batch 64, and the cpu profile's own epoch caps
     # and patience (the paper: 224 crops, full widths, batch 256, ~74 epochs); see the
-    # protocol chapter for why.
-    "cpu": Profile("cpu", Fraction(2, 7), 0.25, batch_size=64, max_epochs=40,
-                   max_epochs_finetune=20, patience=2, eval_batch_size=128),
+    # protocol chapter for why. Patience 3, not 2: the held-out slice (~470 images) measures
+    # top-1 with ~2 points of noise, and with patience 2 the pilot runs had their lr cut
+    # while still improving (A at epoch 16 of 31, at 39% error falling ~1 point an epoch).
+    "cpu": Profile("cpu", Fraction(2, 7), 0.25, batch_size=64, max_epochs=50,
+                   max_epochs_finetune=25, patience=3, eval_batch_size=128),
     "smoke": Profile("smoke", Fraction(1, 7), 0.125, batch_size=8, max_epochs=2,
                      max_epochs_finetune=1, patience=1, eval_batch_size=16, per_class=6),
 }

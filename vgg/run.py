@@ -114,7 +114,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                      weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                      patience=prof.patience if cfg.patience is None else cfg.patience,
                      max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress,
-                     recipe={k: v for k, v in cfg.to_dict().items() if k in RECIPE and k != "epochs"},
+                     recipe=_recipe(cfg),
                      on_epoch_end=lambda epoch, history: write_text(out / "history.csv", _csv(history)))
     except TrainingDiverged as err:
         write_json(out / "metrics.json", dict(_identity(cfg), status="failed", error=str(err),
@@ -148,6 +148,15 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
         eval=evals, eval_seconds=eval_seconds, provenance=env)
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run finished
     return metrics
+
+
+def _recipe(cfg: RunConfig) -> dict:
+    """What shapes training, with the profile's defaults filled in: a checkpoint made under
+    other values (a changed profile included) is not resumed."""
+    r = {k: v for k, v in cfg.to_dict().items() if k in RECIPE and k != "epochs"}
+    r.update(patience=cfg.prof.patience if cfg.patience is None else cfg.patience,
+             batch_size=cfg.batch_size or cfg.prof.batch_size)
+    return r
 
 
 def _identity(cfg: RunConfig) -> dict:
