@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import io as vio
+from .data import normalize, rescale
 from .model import VGG, to_dense
 from .profiles import test_scales
 from .stats import bootstrap_ci, errors, topk_correct
@@ -83,13 +84,7 @@ def _mean_tensor(mean) -> torch.Tensor:
     return m
 
 
-def _rescale(img: torch.Tensor, q: int) -> torch.Tensor:
-    from .data import rescale
-    return rescale(img, q)
-
-
 def _normalize(x: torch.Tensor, mean: torch.Tensor, device) -> torch.Tensor:
-    from .data import normalize
     return normalize(x, mean).to(device).contiguous(memory_format=torch.channels_last)
 
 
@@ -138,7 +133,7 @@ def _rescaled_shapes(imgs: list[torch.Tensor], q: int) -> list[tuple[int, int]]:
     for im in imgs:
         hw = tuple(im.shape[-2:])
         if hw not in cache:
-            cache[hw] = tuple(_rescale(torch.zeros(3, *hw, dtype=torch.uint8), q).shape[-2:])
+            cache[hw] = tuple(rescale(torch.zeros(3, *hw, dtype=torch.uint8), q).shape[-2:])
         out.append(cache[hw])
     return out
 
@@ -175,7 +170,7 @@ def dense_probs(model: VGG, images, q: int, mean, *, flip: bool = True, batch_si
     batches = _batches_by_shape(_rescaled_shapes(imgs, q), batch_size)
     with _eval_mode(model), _progress(len(imgs), f"dense Q={q}px", progress) as bar:
         for idx in batches:
-            x = _normalize(torch.stack([_rescale(imgs[i], q) for i in idx]), mean_t, device)
+            x = _normalize(torch.stack([rescale(imgs[i], q) for i in idx]), mean_t, device)
             p = F.softmax(dense(x).float(), dim=1)
             if flip:
                 p = (p + F.softmax(dense(_flip(x)).float(), dim=1)) / 2
@@ -209,6 +204,12 @@ def crop_grid(h: int, w: int, crop: int, n: int = GRID) -> list[tuple[int, int]]
     ys = [int(v) for v in np.rint(np.linspace(0, h - crop, n))]
     xs = [int(v) for v in np.rint(np.linspace(0, w - crop, n))]
     return [(y, x) for y in ys for x in xs]
+
+
+def centre_crop(img: torch.Tensor, crop: int) -> torch.Tensor:
+    """The centre crop x crop crop of one image [3, H, W] (the grid of one)."""
+    (y, x), = crop_grid(*img.shape[-2:], crop, 1)
+    return img[:, y:y + crop, x:x + crop]
 
 
 def _crops(img: torch.Tensor, crop: int, n: int = GRID) -> torch.Tensor:
@@ -262,7 +263,7 @@ def multi_crop_probs(model: VGG, images, qs: Sequence[int], mean, *, crop: int |
         for q in qs:
             pending = 0
             for i, im in enumerate(imgs):
-                c = _crops(_rescale(im, q), crop, grid)
+                c = _crops(rescale(im, q), crop, grid)
                 buf.append(c)
                 owner.append(torch.full((len(c),), i, dtype=torch.long))
                 pending += len(c)

@@ -18,7 +18,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig, resolve
-from .evaluate import evaluate_run, save_probs
+from .evaluate import centre_crop, evaluate_run, save_probs
 from .io import environment, write_json, write_text
 from .model import build, init_paper, param_count
 from .profiles import parse_train_scale
@@ -54,12 +54,7 @@ def check_parent(path: str | None, what: str) -> None:
 
 def holdout_crops(images: D.Images, idx: torch.Tensor, q: int, crop: int, mean: torch.Tensor):
     """Centre crops of the held-out slice at test scale q (real px): the schedule's monitor."""
-    crops = []
-    for i in idx.tolist():
-        img = D.rescale(images.images[i], q)
-        h, w = img.shape[-2:]
-        top, left = (h - crop) // 2, (w - crop) // 2
-        crops.append(img[:, top:top + crop, left:left + crop])
+    crops = [centre_crop(D.rescale(images.images[i], q), crop) for i in idx.tolist()]
     x = D.normalize(torch.stack(crops), mean) if crops else torch.zeros(0, 3, crop, crop)
     return x, images.labels[idx]
 
