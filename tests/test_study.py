@@ -29,6 +29,20 @@ def test_plan_covers_tables_3_to_6_with_the_init_chain():
     assert len(plan(3)) == 39 and plan([2])[0].name == "A-S256-s2"
 
 
+def test_b5x5_gets_the_papers_a_init_from_the_same_seeds_a():
+    """Glorot B-5x5 dies in epoch 1 at the cpu scale; it takes the paper's A-init instead."""
+    runs = plan([1])
+    names = [r.name for r in runs]
+    b5 = next(r for r in runs if r.net == "B-5x5")
+    assert b5.name == "B-5x5-S256-ainit-s1" and b5.init_a == "A-S256-s1" and b5.parents == ("A-S256-s1",)
+    assert names.index("A-S256-s1") < names.index(b5.name)
+    params = b5.params("cpu")
+    assert params["init"] == "paper" and params["init_a"] == "runs/cpu/A-S256-s1"
+    from vgg.config import RunConfig
+    assert RunConfig.from_dict(params).name == b5.name  # the folder the notebook writes
+    assert all(r.init_a is None for r in runs if r.net != "B-5x5")
+
+
 def test_notebook_parameters_are_the_config_defaults_with_comments():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert nb.metadata["mystnb"] == {"execution_mode": "off"}  # the book never re-executes runs
@@ -69,6 +83,9 @@ def test_smoke_study_runs_end_to_end(smoke_study):
             assert {"multi-crop", "multi-crop+dense"} <= set(m["eval"])
     child = json.loads((runs_dir / "smoke" / "D-S384-s0" / "metrics.json").read_text())
     assert child["config"]["init_from"].endswith("D-S256-s0") and child["config"]["lr"] == 1e-3
+    b5 = json.loads((runs_dir / "smoke" / "B-5x5-S256-ainit-s0" / "metrics.json").read_text())
+    assert b5["config"]["init_a"].endswith("A-S256-s0")
+    assert b5["model"]["init"].startswith("paper: N(0, 0.01) + from A: classifier.0")
 
 
 def test_second_study_does_nothing_and_a_deleted_result_reruns_exactly_that_run(smoke_study):
@@ -92,6 +109,15 @@ def test_a_failing_run_is_reported_and_the_others_complete(tmp_path):
     text = "\n".join(log)
     assert "A-S256-s1: failed" in text and "lr must be >= 0" in text
     assert "1 failed" in text and "1 blocked" in text
+
+
+def test_a_run_waits_for_every_parent_and_is_blocked_when_one_fails(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
+    runs = [PlannedRun("A", "256", 0, lr=-1.0), PlannedRun("B-5x5", "256", 0, init_a="A-S256-s0")]
+    log: list[str] = []
+    outcome = run_study("smoke", runs=runs, runs_dir=tmp_path / "runs", data=str(data), echo=log.append)
+    assert outcome == {"A-S256-s0": "failed", "B-5x5-S256-ainit-s0": "blocked"}
+    assert "B-5x5-S256-ainit-s0: blocked (its parent A-S256-s0 did not complete)" in "\n".join(log)
 
 
 def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):

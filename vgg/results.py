@@ -657,7 +657,7 @@ def deviations() -> pd.DataFrame:
     """Every deviation from the paper: what it did, what we do, why. Numbers from the code."""
     from .config import DEFAULTS
     from .profiles import PAPER_CROP, PROFILES
-    from .study import FINETUNE_LR
+    from .study import A_INIT, FINETUNE_LR
 
     cpu, gpu = PROFILES["cpu"], PROFILES["gpu"]
     w = cpu.width
@@ -690,6 +690,12 @@ def deviations() -> pd.DataFrame:
         ("Initialisation", "N(0, 0.01²) + first 4 conv and 3 FC layers from net A",
          f"{DEFAULTS['init'].capitalize()} uniform, biases 0 (init='paper' restores the paper's scheme)",
          "the paper's own remark (Sect. 3.1) that Glorot init removes the need to pre-train A"),
+        ("Initialisation of " + ", ".join(sorted(A_INIT)), "not stated (the v6 text adds the net, not its init)",
+         "the paper's scheme: N(0, 0.01²) + the layers of the same seed's trained A whose shapes fit "
+         "(only the 3 FC layers: its convs are 5×5)",
+         "with Glorot init it dies in epoch 1 (loss stuck at ln 10, every ReLU dead): on 0–255 "
+         "inputs its 8 weight layers leave huge initial logits. A's FC head is an advantage B "
+         "does not get, so 'B beats B-5x5' is tested conservatively"),
         ("LRN constants", "'as AlexNet' (not restated)", "AlexNet's n=5, k=2, α=1e-4, β=0.75",
          "the paper points to AlexNet"),
         ("Evaluation data", "ILSVRC val (50K) and test server", "Imagenette val, never used in training",
