@@ -526,8 +526,11 @@ def claims_display(c: pd.DataFrame) -> pd.DataFrame:
 # --- display helpers -------------------------------------------------------------------
 
 def display_table(df: pd.DataFrame, hide=("ours top-1", "ours top-1 std", "ci lo", "ci hi", "seeds")) -> pd.DataFrame:
-    """Drop the numeric helper columns and write NaN as '–' (paper) for printing."""
+    """Drop the numeric helper columns and write NaN as '–' (paper) for printing; each
+    metric's paper and ours columns side by side (top-1 pair, then top-5 pair)."""
     out = df.drop(columns=[c for c in hide if c in df.columns])
+    order = ["paper top-1", "ours top-1 (95% CI)", "paper top-5", "ours top-5"]
+    out = out[[c for c in out.columns if c not in order] + [c for c in order if c in out.columns]]
     for c in out.columns:
         if c.startswith("paper"):
             out[c] = out[c].map(lambda x: "–" if pd.isna(x) else f"{x:.1f}")
