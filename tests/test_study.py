@@ -133,3 +133,26 @@ def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):
     assert bad.returncode != 0 and "invalid choice: 'F'" in bad.stderr
     typo = subprocess.run(cmd[:-4] + ["-p", "lerning_rate=0.1"], capture_output=True, text=True, cwd=ROOT)
     assert typo.returncode != 0 and "unknown run parameter(s) 'lerning_rate'" in typo.stderr
+
+
+def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path):
+    from vgg.study import format_progress, progress
+    partial = tmp_path / "cpu" / "B-S256-s0"
+    partial.mkdir(parents=True)
+    (partial / "checkpoint.pt").write_bytes(b"")
+    (partial / "history.csv").write_text(
+        "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
+        "1,2.1,80,70.5,20,0.01,60,150\n2,1.9,70,61.25,15,0.01,60,150\n")
+    done = tmp_path / "cpu" / "A-S256-s0"
+    done.mkdir()
+    (done / "metrics.json").write_text('{"status": "complete"}')
+    rows = {r["run"]: r for r in progress("cpu", 1, tmp_path)}
+    assert len(rows) == 13 and rows["A-S256-s0"]["state"] == "complete"
+    assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", epochs=2, lr=0.01,
+                                    holdout_top1_err=61.25, seconds=120.0)
+    assert rows["C-S256-s0"]["state"] == "missing" and rows["C-S256-s0"]["epochs"] == 0
+    text = format_progress(list(rows.values()))
+    assert "1 of 13 complete; 0.0 h of training so far" in text and "61.2" in text
+    cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--runs-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout

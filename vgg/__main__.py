@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each when > 1)")
     s.add_argument("--data", default=None)
     s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--status", action="store_true", help="show where each planned run stands; run nothing")
 
     b = sub.add_parser("bench", help="speed benchmarks (not tests)")
     b.add_argument("what", choices=["data", "train", "eval"])
@@ -61,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         execute(params, out, log_output=True)
         return 0
     if args.cmd == "study":
-        from .study import run_study
+        from .study import format_progress, progress, run_study
 
+        if args.status:
+            print(format_progress(progress(args.profile, args.seeds, args.runs_dir)))
+            return 0
         outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir)
         return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0
     if args.cmd == "bench":

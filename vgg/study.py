@@ -126,6 +126,41 @@ def _status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoint.pt").exists() else "missing"
 
 
+def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs") -> list[dict]:
+    """Where each planned run stands, read from its folder (nothing is run): state, epochs
+    trained so far (history.csv), the last lr and held-out top-1 error, training seconds."""
+    import csv
+
+    from .io import ROOT
+
+    base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
+    rows = []
+    for r in plan(seeds):
+        folder = base / profile / r.name
+        hist = []
+        if (folder / "history.csv").exists():
+            with open(folder / "history.csv", newline="") as f:
+                hist = list(csv.DictReader(f))
+        last = hist[-1] if hist else {}
+        rows.append(dict(run=r.name, state=_status(folder), epochs=len(hist),
+                         lr=float(last["lr"]) if last else None,
+                         holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
+                         seconds=sum(float(h["seconds"]) for h in hist)))
+    return rows
+
+
+def format_progress(rows: list[dict]) -> str:
+    """``progress`` as a plain-text table with a totals line."""
+    lines = [f"{'run':<24}{'state':<10}{'epochs':>7}{'lr':>9}{'held-out err':>14}{'train min':>11}"]
+    for r in rows:
+        lr = f"{r['lr']:g}" if r["lr"] is not None else "-"
+        err = f"{r['holdout_top1_err']:.1f}" if r["holdout_top1_err"] is not None else "-"
+        lines.append(f"{r['run']:<24}{r['state']:<10}{r['epochs']:>7}{lr:>9}{err:>14}{r['seconds'] / 60:>11.1f}")
+    done = sum(r["state"] == "complete" for r in rows)
+    lines.append(f"{done} of {len(rows)} complete; {sum(r['seconds'] for r in rows) / 3600:.1f} h of training so far")
+    return "\n".join(lines)
+
+
 def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, cwd: Path | None = None,
             log_output: bool = False) -> None:
     """Run the experiment notebook with papermill; the executed copy lands in the run folder.
