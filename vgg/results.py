@@ -556,10 +556,7 @@ def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
         yy = y[np.asarray(have)]
         ax.errorbar(d["ours top-1"], yy, xerr=[d["ours top-1"] - d["ci lo"], d["ci hi"] - d["ours top-1"]],
                     fmt="o", color="tab:red", capsize=3, label="ours (95% CI)")
-    for yi, ok in zip(y, have):
-        if not ok:
-            ax.annotate(NOT_RUN, (1.01, yi), xycoords=("axes fraction", "data"), ha="left", va="center",
-                        fontsize=8, color="grey", annotation_clip=False)
+    _mark_not_run(ax, y, have)
     ax.set_yticks(y, df[label])
     ax.set_xlabel("top-1 error (%)")
     ax.set_title(title)
@@ -568,6 +565,14 @@ def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _mark_not_run(ax, y, have) -> None:
+    """'not run yet' just right of the axes on each row without our number."""
+    for yi, ok in zip(y, have):
+        if not ok:
+            ax.annotate(NOT_RUN, (1.01, yi), xycoords=("axes fraction", "data"), ha="left", va="center",
+                        fontsize=8, color="grey", annotation_clip=False)
 
 
 def claims_plot(c: pd.DataFrame):
@@ -584,6 +589,7 @@ def claims_plot(c: pd.DataFrame):
         d = c[have]
         ax.errorbar(d["ours gain"], y[have], xerr=[d["ours gain"] - d["ci lo"], d["ci hi"] - d["ours gain"]],
                     fmt="o", color="tab:red", capsize=3, label="ours (95% paired CI)")
+    _mark_not_run(ax, y, have)
     ax.set_yticks(y, c["claim"])
     ax.set_xlabel("top-1 gain of the claimed-better side (points)")
     below_xlabel = -0.6 / max(fig.get_figheight() - 1.0, 0.5)  # 0.6 inch under the axes
