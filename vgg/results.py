@@ -702,7 +702,8 @@ def deviations() -> pd.DataFrame:
         ("Initialisation of " + ", ".join(sorted(A_INIT)), "not stated (the v6 text adds the net, not its init)",
          "the paper's scheme: N(0, 0.01²) + the layers of the same seed's trained A whose shapes fit "
          "(only the 3 FC layers: its convs are 5×5)",
-         "with Glorot init it dies in epoch 1 (loss stuck at ln 10, every ReLU dead): on 0–255 "
+         "with Glorot init it dies in epoch 1 (loss stuck at ln 10, every ReLU dead; "
+         "runs/cpu-pilot/B-5x5-S256-s0): on 0–255 "
          "inputs its 8 weight layers leave huge initial logits. A's FC head is an advantage B "
          "does not get, so 'B beats B-5x5' is tested conservatively"),
         ("LRN constants", "'as AlexNet' (not restated)", "AlexNet's n=5, k=2, α=1e-4, β=0.75",
