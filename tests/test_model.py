@@ -148,3 +148,23 @@ def test_paper_init_refuses_an_a_of_another_width():
         init_paper(vgg.build("D", 10, 0.25, 64), from_a=a)
     with pytest.raises(ValueError, match="trained net A"):
         init_paper(vgg.build("D", 10, 0.25, 64), from_a=vgg.build("B", 10, 0.25, 64))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_our_lrn_equals_torchs_in_values_and_gradients(channels_last):
+    """vgg.model.LocalResponseNorm is torch's formula computed faster; it must agree."""
+    from vgg.model import LocalResponseNorm
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 9, 7) * 30  # pre-LRN activations of 0-255 inputs are large
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    ours, ref = LocalResponseNorm(5, 5e-4, 0.75, 2.0), torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must be odd"):
+        LocalResponseNorm(4)

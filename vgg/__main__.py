@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--status", action="store_true", help="show where each planned run stands; run nothing")
 
     b = sub.add_parser("bench", help="speed benchmarks (not tests)")
-    b.add_argument("what", choices=["data", "train", "eval"])
+    b.add_argument("what", choices=["data", "train", "eval", "lrn"])
 
     d = sub.add_parser("data", help="where the images are; --download fetches Imagenette")
     d.add_argument("--download", action="store_true")

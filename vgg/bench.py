@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m vgg bench data|train|eval``. Speed lives here, never in tests.
+"""Benchmarks: ``python -m vgg bench data|train|eval|lrn``. Speed lives here, never in tests.
 
 Timings drift +-20% between runs on a shared machine, so each benchmark compares its
 variants side by side in one process and reports medians of several repeats.
@@ -220,4 +220,61 @@ def bench_eval(args=None, n_images: int = 200, n_crop_images: int = 20, repeats:
             "cost_ratio_multi_crop_vs_dense_3_scales": dense3 / mc3}
 
 
-BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval}
+def bench_lrn(args=None, repeats: int = 7, steps: int = 5) -> dict:
+    """vgg.model.LocalResponseNorm vs torch's nn.LocalResponseNorm, side by side: the layer
+    alone (forward + backward at A-LRN's cpu-profile shape: batch 64, 16 channels, 64x64,
+    channels-last), and whole A-LRN training steps (random data) with either layer in place.
+    Medians of ``repeats``.
+    """
+    import statistics
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from .model import LocalResponseNorm, build
+    from .profiles import PROFILES
+
+    prof = PROFILES["cpu"]
+    torch.manual_seed(0)
+    layers = {"torch": torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0),
+              "vgg (band matmul)": LocalResponseNorm(5, 5e-4, 0.75, 2.0)}
+    x0 = (torch.randn(prof.batch_size, int(64 * prof.width), prof.crop, prof.crop) * 30).to(
+        memory_format=torch.channels_last)
+
+    def median_s(fn) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    def layer_pass(layer):
+        x = x0.clone().requires_grad_()
+        layer(x).sum().backward()
+
+    model = build("A-LRN", 10, prof.width, prof.crop).to(memory_format=torch.channels_last)
+    xb = torch.randn(prof.batch_size, 3, prof.crop, prof.crop).to(memory_format=torch.channels_last) * 60
+    yb = torch.randint(0, 10, (prof.batch_size,))
+    where = next(i for i, m in enumerate(model.features) if isinstance(m, torch.nn.LocalResponseNorm))
+
+    def train_steps():
+        for _ in range(steps):
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+
+    rows = {}
+    for name, layer in layers.items():
+        model.features[where] = layer
+        rows[name] = (median_s(lambda: layer_pass(layer)) * 1e3,
+                      steps * prof.batch_size / median_s(train_steps))
+    print(f"LRN at the cpu profile: input {tuple(x0.shape)} channels-last, {torch.get_num_threads()} threads")
+    print(f"{'layer':20} {'fwd+bwd ms':>11} {'A-LRN train img/s':>18}")
+    for name, (ms, img_s) in rows.items():
+        print(f"{name:20} {ms:11.1f} {img_s:18.0f}")
+    return {name: {"layer_ms": ms, "train_images_per_s": img_s} for name, (ms, img_s) in rows.items()}
+
+
+BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval, "lrn": bench_lrn}

@@ -35,10 +35,34 @@ FC_WIDTH = 4096
 DOWNSAMPLE = 32  # five 2x2 max-pools
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """torch's LRN (same constants, same formula), with the sum over neighbouring channels
+    done as one matmul with a 0/1 band matrix on the channels-last view:
+
+        b_c = a_c * (k + alpha / n * sum_{|c' - c| <= n // 2} a_c'^2) ** -beta
+
+    torch's version pads and average-pools the squares in 3-D, which made A-LRN train at
+    about 0.4x A's speed on CPU; this one is ~3x faster on the layer (``python -m vgg bench
+    lrn``) and equal to torch's within float rounding, values and gradients
+    (tests/test_model.py). Odd n only, as in AlexNet.
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        if size % 2 != 1:
+            raise ValueError(f"LRN size must be odd (a window centred on each channel), got {size}")
+        super().__init__(size, alpha, beta, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = torch.arange(x.shape[1], device=x.device)
+        band = ((c[:, None] - c[None, :]).abs() <= self.size // 2).to(x.dtype)
+        window_sum = ((x * x).permute(0, 2, 3, 1) @ band).permute(0, 3, 1, 2)  # NHWC: no copy
+        return x * (self.k + self.alpha / self.size * window_sum).pow(-self.beta)
+
+
 def _lrn() -> nn.Module:
     # AlexNet Sect. 3.3: n=5, k=2, alpha=1e-4, beta=0.75. PyTorch divides alpha by n,
     # so AlexNet's alpha=1e-4 is alpha=5e-4 here (see the reference sheet, Sect. 3).
-    return nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+    return LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
 
 
 def _layers(net: str) -> list[tuple[str, int, int]]:
