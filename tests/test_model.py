@@ -46,7 +46,7 @@ def test_lrn_only_in_a_lrn_with_alexnet_constants():
     lrn = [l for l in vgg.build("A-LRN", 10, 0.25, 64).features if isinstance(l, torch.nn.LocalResponseNorm)]
     assert len(lrn) == 1 and (lrn[0].size, lrn[0].alpha, lrn[0].beta, lrn[0].k) == (5, 5e-4, 0.75, 2)
     feats = vgg.build("A-LRN", 10, 0.25, 64).features
-    assert isinstance(feats[2], torch.nn.LocalResponseNorm)  # right after the first conv + ReLU
+    assert type(feats[2]) is vgg.model.LocalResponseNorm  # ours, right after the first conv + ReLU
     for net in ("A", "B", "C", "D", "E", "B-5x5"):
         assert not any(isinstance(l, torch.nn.LocalResponseNorm) for l in vgg.build(net, 10, 0.25, 64).features)
 
@@ -155,7 +155,7 @@ def test_our_lrn_equals_torchs_in_values_and_gradients(channels_last):
     """vgg.model.LocalResponseNorm is torch's formula computed faster; it must agree."""
     from vgg.model import LocalResponseNorm
     torch.manual_seed(0)
-    x = torch.randn(4, 16, 9, 7) * 30  # pre-LRN activations of 0-255 inputs are large
+    x = torch.randn(4, 16, 9, 7, dtype=torch.float64) * 30  # pre-LRN activations of 0-255 inputs are large
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     ours, ref = LocalResponseNorm(5, 5e-4, 0.75, 2.0), torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
@@ -164,7 +164,8 @@ def test_our_lrn_equals_torchs_in_values_and_gradients(channels_last):
     w = torch.randn_like(ya)
     (ya * w).sum().backward()
     (yb * w).sum().backward()
-    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)  # float64: the same formula
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours(x[:, :3].float()), ref(x[:, :3].float()))  # fewer channels than n
     with pytest.raises(ValueError, match="must be odd"):
         LocalResponseNorm(4)

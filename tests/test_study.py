@@ -111,13 +111,30 @@ def test_a_failing_run_is_reported_and_the_others_complete(tmp_path):
     assert "1 failed" in text and "1 blocked" in text
 
 
-def test_a_run_waits_for_every_parent_and_is_blocked_when_one_fails(tmp_path):
-    data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
-    runs = [PlannedRun("A", "256", 0, lr=-1.0), PlannedRun("B-5x5", "256", 0, init_a="A-S256-s0")]
+def test_a_run_with_two_parents_waits_for_both_and_is_blocked_by_the_one_that_fails(tmp_path, monkeypatch):
+    """The scheduler alone (execute faked: it writes a complete metrics.json, or fails for lr < 0)."""
+    import vgg.study as study
+    started: list[str] = []
+
+    def fake_execute(params, out_dir, **kw):
+        started.append(out_dir.name)
+        if params.get("lr", 0) < 0:
+            raise ValueError("lr must be >= 0")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text('{"status": "complete"}')
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    # Listed before their parents on purpose: each must wait for both (init_from and init_a).
+    runs = [PlannedRun("C", "384", s, init_from=f"C-S256-s{s}", init_a=f"A-S256-s{s}") for s in (0, 1)]
+    runs += [PlannedRun("A", "256", 0, lr=-1.0), PlannedRun("C", "256", 0),
+             PlannedRun("A", "256", 1), PlannedRun("C", "256", 1)]
     log: list[str] = []
-    outcome = run_study("smoke", runs=runs, runs_dir=tmp_path / "runs", data=str(data), echo=log.append)
-    assert outcome == {"A-S256-s0": "failed", "B-5x5-S256-ainit-s0": "blocked"}
-    assert "B-5x5-S256-ainit-s0: blocked (its parent A-S256-s0 did not complete)" in "\n".join(log)
+    outcome = run_study("smoke", runs=runs, runs_dir=tmp_path, echo=log.append)
+    assert outcome == {"C-S384-ainit-s0": "blocked", "C-S384-ainit-s1": "complete", "A-S256-s0": "failed",
+                       "C-S256-s0": "complete", "A-S256-s1": "complete", "C-S256-s1": "complete"}
+    assert started.index("C-S384-ainit-s1") > max(started.index("A-S256-s1"), started.index("C-S256-s1"))
+    assert "C-S384-ainit-s0" not in started
+    assert "C-S384-ainit-s0: blocked (its parent A-S256-s0 did not complete)" in "\n".join(log)
 
 
 def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):
@@ -152,7 +169,7 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
                                     holdout_top1_err=61.25, seconds=120.0)
     assert rows["C-S256-s0"]["state"] == "missing" and rows["C-S256-s0"]["epochs"] == 0
     text = format_progress(list(rows.values()))
-    assert "1 of 13 complete; 0.0 h of training so far" in text and "61.2" in text
-    cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--runs-dir", str(tmp_path)],
+    assert "1 of 13 complete; 0.0 h of epochs so far" in text and "61.2" in text
+    cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--seeds", "1", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .model import NETS
+from .study import SEEDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("study", help="every run of the plan that is not complete yet")
     s.add_argument("--profile", default="cpu")
-    s.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
+    s.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds 0..N-1 (default {SEEDS})")
     s.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each when > 1)")
     s.add_argument("--data", default=None)
     s.add_argument("--runs-dir", default="runs")

@@ -44,7 +44,8 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     torch's version pads and average-pools the squares in 3-D, which made A-LRN train at
     about 0.4x A's speed on CPU; this one is ~3x faster on the layer (``python -m vgg bench
     lrn``) and equal to torch's within float rounding, values and gradients
-    (tests/test_model.py). Odd n only, as in AlexNet.
+    (tests/test_model.py). Odd n only, as in AlexNet; 4-D input (other shapes fall back to
+    torch's). In float16, x * x overflows for |x| > 256, as in torch's own layer.
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
@@ -53,9 +54,12 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         super().__init__(size, alpha, beta, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # the nets only feed it images (N, C, H, W); anything else: torch's
+            return super().forward(x)
         c = torch.arange(x.shape[1], device=x.device)
         band = ((c[:, None] - c[None, :]).abs() <= self.size // 2).to(x.dtype)
-        window_sum = ((x * x).permute(0, 2, 3, 1) @ band).permute(0, 3, 1, 2)  # NHWC: no copy
+        # NHWC view: no copy for channels-last input (the nets' layout), one for NCHW.
+        window_sum = ((x * x).permute(0, 2, 3, 1) @ band).permute(0, 3, 1, 2)
         return x * (self.k + self.alpha / self.size * window_sum).pow(-self.beta)
 
 
