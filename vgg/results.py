@@ -718,8 +718,10 @@ __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_run
            "compute_table", "deviations", "versions", "show"]
 
 
-def show(df: pd.DataFrame, digits: int = 3):
-    """A table for the page: no row index, floats to ``digits`` significant digits, NaN as a dash."""
+def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None):
+    """A table for the page: no row index, floats to ``digits`` significant digits (or a
+    column's own format spec in ``formats``, e.g. {"train (h)": ".2f"}), NaN as a dash."""
     floats = df.select_dtypes("float").columns
-    fmt = {c: (lambda x, d=digits: "–" if pd.isna(x) else f"{x:.{d}g}") for c in floats}
+    specs = {c: f".{digits}g" for c in floats} | (formats or {})
+    fmt = {c: (lambda x, f=f: "–" if pd.isna(x) else format(x, f)) for c, f in specs.items()}
     return df.style.hide(axis="index").format(fmt)
