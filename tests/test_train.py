@@ -157,3 +157,39 @@ def test_lr_is_divided_on_plateaus_and_the_next_plateau_stops(train_data, tmp_pa
     assert result.stopped == "plateau" and result.lr_drops == 2
     # epoch 1 sets the best; 2 and 3 bring nothing (lr / 10 after each); 4 too: stop
     assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.01, 1e-3, 1e-4])
+
+
+def test_a_fixed_schedule_divides_after_its_steps_runs_its_epochs_and_resumes(train_data, tmp_path):
+    """The cpu profile's schedule: lr / 10 after fixed epochs whatever the monitor says,
+    max_epochs in all; a run stopped in the middle resumes onto the same schedule."""
+    imgs = D.load_split(train_data, "train", progress=False)
+    stats = D.colour_stats(imgs)
+    empty = (torch.zeros(0, 3, SMOKE.crop, SMOKE.crop), torch.zeros(0, dtype=torch.long))
+
+    def run(max_epochs):
+        torch.manual_seed(0)
+        model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+        batches = D.TrainBatches(imgs, torch.arange(16), crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2,
+                                 batch_size=8, stats=stats, seed=0)
+        return fit(model, batches, empty, out_dir=tmp_path, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                   max_epochs=max_epochs, patience=0, max_lr_drops=1, seed=0, device=torch.device("cpu"),
+                   progress=False, lr_steps=(2, 3))
+
+    first = run(2)  # stops after epoch 2, as an interrupted run would
+    assert first.stopped == "schedule end" and [r["lr"] for r in first.history] == pytest.approx([0.01, 0.01])
+    # patience 0 on a never-improving monitor would stop a plateau run at once; this one goes on
+    result = run(4)
+    assert result.stopped == "schedule end" and result.epochs == 4 and result.lr_drops == 2
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.01, 1e-3, 1e-4])
+
+
+def test_the_cpu_profile_uses_a_fixed_schedule_within_its_epochs():
+    from vgg.profiles import PROFILES
+    cpu = PROFILES["cpu"]
+    assert cpu.lr_steps == (30, 40) and cpu.max_epochs == 45
+    assert cpu.lr_steps_finetune == (10,) and cpu.max_epochs_finetune == 15
+    for steps, epochs in ((cpu.lr_steps, cpu.max_epochs), (cpu.lr_steps_finetune, cpu.max_epochs_finetune)):
+        assert list(steps) == sorted(steps) and steps[-1] < epochs
+    scratch = RunConfig.from_dict(dict(net="C", profile="cpu"))
+    child = RunConfig.from_dict(dict(net="C", profile="cpu", train_scale="384", init_from="runs/cpu/C-S256-s0"))
+    assert scratch.lr_steps == (30, 40) and child.lr_steps == (10,) and child.max_epochs == 15

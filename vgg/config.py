@@ -118,6 +118,12 @@ class RunConfig:
             return self.epochs
         return self.prof.max_epochs_finetune if self.init_from else self.prof.max_epochs
 
+    @property
+    def lr_steps(self) -> tuple[int, ...] | None:
+        """Epochs after which the lr is divided by 10 (a fixed schedule), or None for the
+        plateau rule; the profile's, for a run from scratch or a fine-tuning one."""
+        return self.prof.lr_steps_finetune if self.init_from else self.prof.lr_steps
+
     def to_dict(self) -> dict:
         return asdict(self)
 

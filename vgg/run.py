@@ -109,7 +109,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                      weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                      patience=prof.patience if cfg.patience is None else cfg.patience,
                      max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress,
-                     recipe=_recipe(cfg),
+                     recipe=_recipe(cfg), lr_steps=cfg.lr_steps,
                      on_epoch_end=lambda epoch, history: write_text(out / "history.csv", _csv(history)))
     except TrainingDiverged as err:
         write_json(out / "metrics.json", dict(_identity(cfg), status="failed", error=str(err),
@@ -150,7 +150,8 @@ def _recipe(cfg: RunConfig) -> dict:
     other values (a changed profile included) is not resumed."""
     r = {k: v for k, v in cfg.to_dict().items() if k in RECIPE and k != "epochs"}
     r.update(patience=cfg.prof.patience if cfg.patience is None else cfg.patience,
-             batch_size=cfg.batch_size or cfg.prof.batch_size)
+             batch_size=cfg.batch_size or cfg.prof.batch_size,
+             lr_steps=list(cfg.lr_steps) if cfg.lr_steps else None)
     return r
 
 
