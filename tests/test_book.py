@@ -135,7 +135,11 @@ def test_deviations_take_numbers_from_the_profiles():
     from vgg.profiles import PROFILES
     d = R.deviations().set_index("what")
     assert str(PROFILES["cpu"].batch_size) == d.loc["Batch", "ours"]
-    assert str(PROFILES["cpu"].max_epochs) in d.loc["Epochs", "ours"]
+    cpu = PROFILES["cpu"]
+    ours = d.loc["Epochs and lr schedule", "ours"]
+    assert ours.startswith(f"{cpu.max_epochs} from scratch, lr ÷10 after epochs {cpu.lr_steps[0]} and {cpu.lr_steps[1]}")
+    assert f"{cpu.max_epochs_finetune} when fine-tuning" in ours
+    assert "B-5x5" in " ".join(d.index)  # its A-init is listed
 
 
 # --- whole-book builds -------------------------------------------------------------------
