@@ -719,10 +719,13 @@ __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_run
            "compute_table", "deviations", "versions", "show"]
 
 
-def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None):
+def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None, wrap: bool = False):
     """A table for the page: no row index, floats to ``digits`` significant digits (or a
-    column's own format spec in ``formats``, e.g. {"train (h)": ".2f"}), NaN as a dash."""
+    column's own format spec in ``formats``, e.g. {"train (h)": ".2f"}), NaN as a dash.
+    Cells stay on one line (class vgg-nowrap, book/_static/vgg.css) unless ``wrap``: for
+    tables of sentences."""
     floats = df.select_dtypes("float").columns
     specs = {c: f".{digits}g" for c in floats} | (formats or {})
     fmt = {c: (lambda x, f=f: "–" if pd.isna(x) else format(x, f)) for c, f in specs.items()}
-    return df.style.hide(axis="index").format(fmt)
+    style = df.style.hide(axis="index").format(fmt)
+    return style if wrap else style.set_table_attributes('class="vgg-nowrap"')
