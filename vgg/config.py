@@ -30,7 +30,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int | None = None  # None: the profile's (the paper: 256)
-    patience: int | None = None  # epochs without held-out gain before lr /= 10; None: profile's
+    patience: int | None = None  # plateau rule (profiles without lr_steps): epochs without held-out gain before lr /= 10
     max_lr_drops: int = 3  # the paper divided the lr 3 times, then stopped (Sect. 3.1)
     holdout_frac: float = 0.05  # slice of each training class that monitors the schedule
     init: str = "glorot"  # "glorot" (default) or "paper": N(0, 0.01) + layers of a trained A

@@ -38,7 +38,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
-    stopped: str = ""  # "plateau" (the paper's stop) or "epoch cap"
+    stopped: str = ""  # "plateau" (the paper's stop), "epoch cap", or "schedule end" (fixed schedule)
     lr_drops: int = 0
 
     @property
