@@ -193,3 +193,6 @@ def test_the_cpu_profile_uses_a_fixed_schedule_within_its_epochs():
     scratch = RunConfig.from_dict(dict(net="C", profile="cpu"))
     child = RunConfig.from_dict(dict(net="C", profile="cpu", train_scale="384", init_from="runs/cpu/C-S256-s0"))
     assert scratch.lr_steps == (30, 40) and child.lr_steps == (10,) and child.max_epochs == 15
+    with pytest.raises(ValueError, match="patience is for the plateau rule.*after epochs 30, 40"):
+        RunConfig.from_dict(dict(net="C", profile="cpu", patience=5))  # would be silently ignored
+    assert RunConfig.from_dict(dict(net="C", profile="smoke", patience=5)).patience == 5

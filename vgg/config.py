@@ -58,6 +58,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.holdout_frac < 0.5:
             raise ValueError(f"holdout_frac must be in (0, 0.5), got {self.holdout_frac}")
+        if self.patience is not None and self.lr_steps:
+            raise ValueError(f"patience is for the plateau rule, but the {self.profile} profile trains on a "
+                             f"fixed schedule (lr / 10 after epochs {', '.join(map(str, self.lr_steps))}); "
+                             f"leave patience unset, or use a profile with the plateau rule (smoke, gpu)")
         if self.init == "paper" and not self.init_a:
             raise ValueError("init='paper' copies layers from a trained net A: set init_a to its run folder")
 
