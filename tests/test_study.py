@@ -165,11 +165,19 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     (done / "metrics.json").write_text('{"status": "complete"}')
     rows = {r["run"]: r for r in progress("cpu", 1, tmp_path)}
     assert len(rows) == 13 and rows["A-S256-s0"]["state"] == "complete"
-    assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", epochs=2, lr=0.01,
-                                    holdout_top1_err=61.25, seconds=120.0)
+    # 43 epochs of the cpu schedule's 45 are left, at the 60 s its two epochs took
+    assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", epochs=2, epochs_cap=45, lr=0.01,
+                                    holdout_top1_err=61.25, seconds=120.0, seconds_left=43 * 60.0)
+    assert rows["A-S256-s0"]["seconds_left"] == 0.0
     assert rows["C-S256-s0"]["state"] == "missing" and rows["C-S256-s0"]["epochs"] == 0
-    text = format_progress(list(rows.values()))
+    assert rows["C-S256-s0"]["seconds_left"] is None  # no C epoch timed yet
+    assert rows["C-S384-s0"]["epochs_cap"] == 15  # fine-tuned from C-S256
+    text = format_progress(list(rows.values()), jobs=2)
     assert "1 of 13 complete; 0.0 h of epochs so far" in text and "61.2" in text
+    assert "left: 0.7 h of epochs, about 0.4 h with 2 jobs, plus 11 run(s) with no epoch timed yet" in text
+    # another seed's B is priced at seed 0's epochs
+    two = {r["run"]: r for r in progress("cpu", 2, tmp_path)}
+    assert two["B-S256-s1"]["seconds_left"] == 45 * 60.0
     cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--seeds", "1", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from .study import format_progress, progress, run_study
 
         if args.status:
-            print(format_progress(progress(args.profile, args.seeds, args.runs_dir)))
+            print(format_progress(progress(args.profile, args.seeds, args.runs_dir), jobs=args.jobs))
             return 0
         outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir)
         return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0

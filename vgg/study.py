@@ -131,37 +131,67 @@ def _status(run_dir: Path) -> str:
 
 def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs") -> list[dict]:
     """Where each planned run stands, read from its folder (nothing is run): state, epochs
-    trained so far (history.csv), the last lr and held-out top-1 error, and the seconds of
-    its epochs (training plus each epoch's held-out check, as history.csv records them)."""
+    trained so far (history.csv) of the planned ``epochs_cap``, the last lr and held-out
+    top-1 error, the seconds of its epochs (training plus each epoch's held-out check, as
+    history.csv records them) and ``seconds_left``, an estimate of the epochs still to run.
+
+    ``seconds_left`` prices each missing epoch at the median epoch of the same net and
+    training scale in any seed (the run's own first); None where no such epoch exists yet.
+    Under a fixed schedule the cap is the length of every run; under the plateau rule it is
+    an upper bound. Evaluation after training is not counted."""
     import csv
+    import statistics
 
     from .io import ROOT
+    from .profiles import PROFILES
 
+    prof = PROFILES[profile]
     base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
+    runs, hists = plan(seeds), {}
+    for r in runs:
+        path = base / profile / r.name / "history.csv"
+        if path.exists():
+            with open(path, newline="") as f:
+                hists[r.name] = list(csv.DictReader(f))
+    epoch_s = {}  # (net, train_scale) -> median seconds of one epoch, over every seed
+    for r in runs:
+        epoch_s.setdefault((r.net, r.train_scale), []).extend(float(h["seconds"]) for h in hists.get(r.name, []))
+    epoch_s = {k: statistics.median(v) for k, v in epoch_s.items() if v}
+
     rows = []
-    for r in plan(seeds):
-        folder = base / profile / r.name
-        hist = []
-        if (folder / "history.csv").exists():
-            with open(folder / "history.csv", newline="") as f:
-                hist = list(csv.DictReader(f))
+    for r in runs:
+        folder, hist = base / profile / r.name, hists.get(r.name, [])
         last = hist[-1] if hist else {}
-        rows.append(dict(run=r.name, state=_status(folder), epochs=len(hist),
+        state = _status(folder)
+        cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
+        per_epoch = epoch_s.get((r.net, r.train_scale))
+        left = 0.0 if state == "complete" else (
+            max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
+        rows.append(dict(run=r.name, state=state, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
                          holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
-                         seconds=sum(float(h["seconds"]) for h in hist)))
+                         seconds=sum(float(h["seconds"]) for h in hist), seconds_left=left))
     return rows
 
 
-def format_progress(rows: list[dict]) -> str:
-    """``progress`` as a plain-text table with a totals line."""
-    lines = [f"{'run':<24}{'state':<10}{'epochs':>7}{'lr':>9}{'held-out err':>14}{'epoch min':>11}"]
+def format_progress(rows: list[dict], jobs: int = 2) -> str:
+    """``progress`` as a plain-text table with totals and an estimate of the time left with
+    ``jobs`` runs at a time (an estimate that ignores the wait for parents)."""
+    lines = [f"{'run':<24}{'state':<10}{'epochs':>9}{'lr':>9}{'held-out err':>14}{'train min':>11}{'min left':>10}"]
     for r in rows:
         lr = f"{r['lr']:g}" if r["lr"] is not None else "-"
         err = f"{r['holdout_top1_err']:.1f}" if r["holdout_top1_err"] is not None else "-"
-        lines.append(f"{r['run']:<24}{r['state']:<10}{r['epochs']:>7}{lr:>9}{err:>14}{r['seconds'] / 60:>11.1f}")
+        left = f"{r['seconds_left'] / 60:.0f}" if r["seconds_left"] is not None else "?"
+        epochs = f"{r['epochs']}/{r['epochs_cap']}"
+        lines.append(f"{r['run']:<24}{r['state']:<10}{epochs:>9}{lr:>9}{err:>14}{r['seconds'] / 60:>11.1f}{left:>10}")
     done = sum(r["state"] == "complete" for r in rows)
     lines.append(f"{done} of {len(rows)} complete; {sum(r['seconds'] for r in rows) / 3600:.1f} h of epochs so far")
+    known = [r["seconds_left"] for r in rows if r["seconds_left"] is not None]
+    untimed = len(rows) - len(known)
+    if done < len(rows):
+        lines.append(f"left: {sum(known) / 3600:.1f} h of epochs, about {sum(known) / 3600 / jobs:.1f} h "
+                     f"with {jobs} job{'s' if jobs > 1 else ''}" + (f", plus {untimed} run(s) with no epoch timed yet (?)" if untimed else "")
+                     + "; evaluation not counted")
     return "\n".join(lines)
 
 
