@@ -196,3 +196,56 @@ def test_the_cpu_profile_uses_a_fixed_schedule_within_its_epochs():
     with pytest.raises(ValueError, match="patience is for the plateau rule.*after epochs 30, 40"):
         RunConfig.from_dict(dict(net="C", profile="cpu", patience=5))  # would be silently ignored
     assert RunConfig.from_dict(dict(net="C", profile="smoke", patience=5)).patience == 5
+
+
+def test_the_stall_check_catches_the_dead_pilot_and_no_learning_run():
+    """is_stalled on real histories: Glorot B-5x5 died in its first steps (runs/cpu-pilot);
+    every run that learned is far below chance by epoch 3."""
+    import csv
+
+    from vgg.io import ROOT
+    from vgg.train import is_stalled
+
+    def history(path):
+        with open(path, newline="") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    dead = history(ROOT / "runs/cpu-pilot/B-5x5-S256-s0/history.csv")
+    assert is_stalled(dead[:3], 10, 3)
+    assert not is_stalled(dead[:3], 10, None) and not is_stalled(dead[:4], 10, 3)  # checked once, at epoch 3
+    learning = [p for p in sorted(ROOT.glob("runs/cpu*/*/history.csv")) if "cpu-pilot/B-5x5" not in str(p)]
+    assert len(learning) >= 8
+    for path in learning:
+        h = history(path)
+        if len(h) >= 3:
+            assert not is_stalled(h[:3], 10, 3), path
+
+
+def test_a_net_at_chance_fails_at_its_stall_epoch(train_data, tmp_path):
+    """A net with a zeroed last layer and lr 0 predicts one class: 2/3 error on 3 balanced
+    classes, which is chance. fit stops it and sets its checkpoint aside."""
+    from vgg.train import TrainingStalled
+
+    imgs = D.load_split(train_data, "train", progress=False)
+    stats = D.colour_stats(imgs)
+    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    torch.nn.init.zeros_(model.classifier[-1].weight)
+    torch.nn.init.zeros_(model.classifier[-1].bias)
+    x, y = holdout_crops(imgs, torch.arange(6), SMOKE.px(256), SMOKE.crop, stats.mean)
+    batches = D.TrainBatches(imgs, None, crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2, batch_size=8,
+                             stats=stats, seed=0)
+    kw = dict(out_dir=tmp_path, lr=0.0, momentum=0.9, weight_decay=5e-4, max_epochs=3, patience=1,
+              max_lr_drops=3, seed=0, device=torch.device("cpu"), progress=False)
+    with pytest.raises(TrainingStalled, match=r"66\.7% after 1 epochs, chance level for 3 classes.*init='paper'"):
+        fit(model, batches, (x, y), stall_epochs=1, **kw)
+    assert (tmp_path / "checkpoint.stalled.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
+    # without the check the same net trains on, at chance
+    result = fit(model, batches, (x, y), stall_epochs=None, **kw)
+    assert result.epochs == 3 and result.history[-1]["train_top1_err"] == pytest.approx(200 / 3)
+
+
+def test_the_real_profiles_check_for_a_dead_net_before_the_first_lr_step():
+    for name in ("cpu", "gpu"):
+        assert PROFILES[name].stall_epochs == 3
+    assert PROFILES["cpu"].stall_epochs < PROFILES["cpu"].lr_steps[0]
+    assert PROFILES["smoke"].stall_epochs is None  # tiny data may sit at chance for a while

@@ -35,6 +35,7 @@ class Profile:
     # epochs and training runs max_epochs (max_epochs_finetune) in all. None: plateau rule.
     lr_steps: tuple[int, ...] | None = None
     lr_steps_finetune: tuple[int, ...] | None = None
+    stall_epochs: int | None = None  # a run still at chance after this many epochs fails (train.is_stalled)
     per_class: int | None = None  # use only this many images per class (smoke)
     cache_side: int | None = None  # decode cache: shrink images whose short side is larger
 
@@ -50,7 +51,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "gpu": Profile("gpu", Fraction(1), 1.0, batch_size=256, max_epochs=74,
-                   max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512),
+                   max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512,
+                   stall_epochs=3),
     # deviation: pixels x 2/7, widths x 1/4, batch 64 (the paper: 224 crops, full widths,
     # batch 256), and a fixed lr schedule, the same for every net, instead of Sect. 3.1's
     # "divide by 10 when validation accuracy stops improving". The held-out slice (~475
@@ -65,7 +67,7 @@ PROFILES: dict[str, Profile] = {
     # 10 epochs, then 5 at 0.0001.
     "cpu": Profile("cpu", Fraction(2, 7), 0.25, batch_size=64, max_epochs=45,
                    max_epochs_finetune=15, patience=3, eval_batch_size=128,
-                   lr_steps=(30, 40), lr_steps_finetune=(10,)),
+                   lr_steps=(30, 40), lr_steps_finetune=(10,), stall_epochs=3),
     "smoke": Profile("smoke", Fraction(1, 7), 0.125, batch_size=8, max_epochs=2,
                      max_epochs_finetune=1, patience=1, eval_batch_size=16, per_class=6),
 }

@@ -698,7 +698,9 @@ def deviations() -> pd.DataFrame:
          "on 0–255 pixels the literal formula shifts colours by ~1,500 grey levels; the square "
          "root makes it 10% of the colour spread along each component, independent of the pixel scale"),
         ("Initialisation", "N(0, 0.01²) + first 4 conv and 3 FC layers from net A",
-         f"{DEFAULTS['init'].capitalize()} uniform, biases 0 (init='paper' restores the paper's scheme)",
+         f"{DEFAULTS['init'].capitalize()} uniform, biases 0 (init='paper' restores the paper's scheme); "
+         f"a run whose training error is still at chance after {PROFILES['cpu'].stall_epochs} epochs "
+         "stops as failed (vgg.train.is_stalled), so a net that does not learn from it shows in minutes",
          "the paper's own remark (Sect. 3.1) that Glorot init removes the need to pre-train A"),
         ("Initialisation of " + ", ".join(sorted(A_INIT)), "not stated (the v6 text adds the net, not its init)",
          "the paper's scheme: N(0, 0.01²) + the layers of the same seed's trained A whose shapes fit "

@@ -22,7 +22,7 @@ from .evaluate import centre_crop, evaluate_run, save_probs
 from .io import environment, write_json, write_text
 from .model import build, init_paper, param_count
 from .profiles import parse_train_scale
-from .train import HISTORY_COLUMNS, TrainingDiverged, fit, load_weights, matmul_peak_flops, pick_device, \
+from .train import HISTORY_COLUMNS, TrainingFailed, fit, load_weights, matmul_peak_flops, pick_device, \
     train_flops_per_image
 
 
@@ -109,9 +109,9 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                      weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                      patience=prof.patience if cfg.patience is None else cfg.patience,
                      max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress,
-                     recipe=_recipe(cfg), lr_steps=cfg.lr_steps,
+                     recipe=_recipe(cfg), lr_steps=cfg.lr_steps, stall_epochs=prof.stall_epochs,
                      on_epoch_end=lambda epoch, history: write_text(out / "history.csv", _csv(history)))
-    except TrainingDiverged as err:
+    except TrainingFailed as err:
         write_json(out / "metrics.json", dict(_identity(cfg), status="failed", error=str(err),
                                               config=cfg.to_dict()))
         raise

@@ -31,8 +31,30 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_top1_err", "holdout_top1_err", 
                    "lr", "seconds", "images_per_s"]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the run is failed, not finished."""
+class TrainingFailed(RuntimeError):
+    """Training cannot produce a result: the run is failed, not finished."""
+
+
+class TrainingDiverged(TrainingFailed):
+    """The loss became NaN or infinite."""
+
+
+class TrainingStalled(TrainingFailed):
+    """The training error is still at chance after ``stall_epochs`` epochs: a dead net."""
+
+
+def is_stalled(history: list[dict], num_classes: int, stall_epochs: int | None) -> bool:
+    """True when epoch ``stall_epochs`` has just ended with the training error within one
+    point of chance (100 * (1 - 1/classes)).
+
+    Why: a net whose ReLUs all die in its first steps predicts one class for good (Glorot
+    B-5x5 at the cpu scale: loss ln 10, 90% error, for 45 epochs; runs/cpu-pilot). Sect. 3.1
+    met the same problem in deep nets and answered it with its A-init. Learning nets are far
+    below chance by epoch 3 (every cpu run so far: 60-77% of 90%), so the check is cheap
+    insurance that a dead run fails in minutes, not hours."""
+    if not stall_epochs or len(history) != stall_epochs:
+        return False
+    return history[-1]["train_top1_err"] >= 100.0 * (1 - 1 / num_classes) - 1.0
 
 
 @dataclass
@@ -95,6 +117,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         lr: float, momentum: float, weight_decay: float, max_epochs: int, patience: int,
         max_lr_drops: int, seed: int, device: torch.device, progress: bool = True,
         recipe: dict | None = None, lr_steps: tuple[int, ...] | None = None,
+        stall_epochs: int | None = None,
         on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> TrainResult:
     """Train ``model`` on ``batches`` (a ``vgg.data.TrainBatches``) until the schedule stops
     or ``max_epochs``; resume from ``out_dir/checkpoint.pt`` when it exists.
@@ -107,6 +130,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
     ``holdout`` is (x, y): prepared, normalised crops of the held-out slice, the monitor.
     ``recipe``: the run parameters that shape training; it is stored in the checkpoint, and a
     resume with other values is refused (the optimiser's saved state would silently win).
+    ``stall_epochs``: raise ``TrainingStalled`` when the training error is still at chance
+    after that many epochs (``is_stalled``); None never checks.
     Bit-exact resume holds for the same device and torch thread count: CPU kernels may sum
     in another order with another number of threads.
     """
@@ -194,6 +219,12 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
         if on_epoch_end is not None:
             on_epoch_end(epoch, result.history)
+        if is_stalled(result.history, _num_classes(model), stall_epochs):
+            ckpt_path.replace(ckpt_path.with_suffix(".stalled.pt"))  # kept for inspection, never resumed
+            raise TrainingStalled(
+                f"the training error is {row['train_top1_err']:.1f}% after {epoch} epochs, chance level "
+                f"for {_num_classes(model)} classes: the net is not learning (dead ReLUs). Use the "
+                f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.study.A_INIT does.")
     _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
     return result
 
