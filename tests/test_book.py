@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_runs import write_fake_runs  # noqa: E402
 
 from vgg import results as R  # noqa: E402
-from vgg.study import plan  # noqa: E402
+from vgg.study import SEEDS, plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JB = Path(sys.executable).parent / "jupyter-book"
@@ -236,6 +236,8 @@ def test_full_book_shows_runs_broken_and_run_pages(books):
     _, status = _page(html / "book" / "status.html")
     assert "Z-S256-s0" in status and "metrics.json" in status  # broken, by name
     assert "Y-S256-s0" in status and "failed" in status
+    # seed 2 is missing; its runs are priced at seeds 0-1's epochs
+    assert "13 of the 13 missing runs need about" in status and "with two jobs at a time" in status
     _, t3 = _page(html / "book" / "table3.html")
     assert "smoke" in t3 and R.NOT_RUN not in t3
     page, _ = _page(html / "runs" / "smoke" / "D-S256-512-s0" / "run_config.html")
@@ -250,5 +252,6 @@ def test_empty_book_says_what_is_missing(books):
     for p in plan(1):
         assert p.name in status
     assert "python -m vgg run E --train-scale 256-512 --seed 0 --profile cpu" in status
+    assert f"None of the {len(plan(SEEDS))} missing runs can be priced yet" in status
     _, claims = _page(html / "book" / "claims.html")
     assert R.NOT_RUN in claims

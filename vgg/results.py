@@ -246,6 +246,28 @@ def missing_runs(profile: str, seeds=1, runs_dir=None) -> list[tuple[str, str]]:
     return [(p.name, command(p, profile)) for p in plan(seeds) if p.name not in done]
 
 
+def time_left_note(profile: str, seeds: list[int], runs_dir=None) -> str:
+    """A sentence for the status page: the training time the missing runs need, priced at
+    the median epoch of the same net and training scale measured so far
+    (``vgg.study.progress``)."""
+    from .study import progress
+
+    rows = [r for r in progress(profile, seeds, runs_root(runs_dir).resolve()) if r["state"] != "complete"]
+    if not rows:
+        return ""
+    priced = [r["seconds_left"] for r in rows if r["seconds_left"] is not None]
+    unpriced = len(rows) - len(priced)
+    if not priced:
+        return (f"None of the {len(rows)} missing runs can be priced yet: no epoch of their nets "
+                f"and training scales has been timed.")
+    h = sum(priced) / 3600
+    return (f"At the epoch times measured so far (the median epoch of the same net and training "
+            f"scale), {len(priced)} of the {len(rows)} missing runs need about **{h:.1f} h** of "
+            f"training, **{h / 2:.1f} h** with two jobs at a time"
+            + (f"; the other {unpriced} cannot be priced yet (no epoch of their net and scale)" if unpriced else "")
+            + ". Evaluation comes on top. `python -m vgg study --status --jobs 2` gives it per run.")
+
+
 def missing_table(profile: str, seeds=1, runs_dir=None) -> pd.DataFrame:
     return pd.DataFrame(missing_runs(profile, seeds, runs_dir), columns=["run", "command"])
 
@@ -718,7 +740,7 @@ def deviations() -> pd.DataFrame:
 
 __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_runs", "histories",
            "book_profile", "table3", "table4", "table5", "table6", "table7", "claims", "verdict",
-           "compute_table", "deviations", "versions", "show"]
+           "compute_table", "deviations", "versions", "show", "time_left_note"]
 
 
 def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None, wrap: bool = False):
