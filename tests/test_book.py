@@ -255,3 +255,13 @@ def test_empty_book_says_what_is_missing(books):
     assert f"None of the {len(plan(SEEDS))} missing runs can be priced yet" in status
     _, claims = _page(html / "book" / "claims.html")
     assert R.NOT_RUN in claims
+
+
+def test_dense_windows_at_the_papers_scale_see_the_whole_image_and_at_ours_do_not():
+    from vgg.evaluate import score_map_side
+
+    t = R.dense_windows().set_index("Q")
+    assert all(score_map_side(q, 224)[1] == 0 for q in t.index)  # every Q of the paper is a multiple of 32: tiled whole
+    assert t.loc[384, "paper score map"] == "6×10"  # 12 conv5 positions minus the 7-wide FC1, plus 1
+    assert t.loc[256, ["cpu px", "cpu score map", "cpu px outside"]].tolist() == [73, "1×2", 9]
+    assert t.loc[384, "cpu score map"] == "2×3"

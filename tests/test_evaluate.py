@@ -229,3 +229,20 @@ def test_empty_or_too_small_scales_raise(model):
                      progress=False)
     with pytest.raises(ValueError, match="empty"):
         dense_probs(model, [], 32, MEAN, progress=False)
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (73, 97), (110, 146), (119, 150)])
+def test_score_map_side_is_the_dense_nets_real_map(h, w):
+    """The analytic map size (vgg.evaluate.score_map_side) against the dense net's output,
+    at the cpu profile's test scales (64 px crops; 73, 110, 119 px short sides)."""
+    from vgg import to_dense
+    from vgg.evaluate import score_map_side
+
+    model = vgg.build("A", num_classes=3, width=0.125, crop=64).eval()
+    with torch.no_grad():
+        scores = to_dense(model).score_map(torch.zeros(1, 3, h, w))
+    (mh, uh), (mw, uw) = score_map_side(h, 64), score_map_side(w, 64)
+    assert scores.shape[-2:] == (mh, mw)
+    assert (uh, uw) == (h % 32, w % 32)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        score_map_side(63, 64)

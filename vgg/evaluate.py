@@ -179,6 +179,27 @@ def dense_probs(model: VGG, images, q: int, mean, *, flip: bool = True, batch_si
     return out
 
 
+def score_map_side(side: int, crop: int, pools: int = 5) -> tuple[int, int]:
+    """(class-score map positions, image pixels outside every window) along one image side
+    of ``side`` real pixels, for a net trained on ``crop``-pixel crops.
+
+    Each of the ``pools`` 2x2 max-pools halves the map and drops an odd last row (floor), so
+    conv5 has side // 2**pools positions; the first FC layer, a conv of crop / 2**pools,
+    slides over them. The windows tile the image from the top-left corner, so the last
+    side - 2**pools * (side // 2**pools) pixels lie outside all of them and reach the scores
+    only through the edges of the convs' receptive fields (the flipped pass puts them on
+    the other side). At the paper's Q = 384 the map is 6 positions wide; at the cpu
+    profile's (110 px) it is 2, and at Q = 256 (73 px) one window of 64 px: there dense
+    evaluation is little more than an off-centre crop and its mirror."""
+    stride = 2 ** pools
+    if crop % stride:
+        raise ValueError(f"crop {crop} px is not a multiple of the net's stride {stride}")
+    if side < crop:
+        raise ValueError(f"an image side of {side} px is smaller than the crop ({crop} px)")
+    cells = side // stride
+    return cells - crop // stride + 1, side - stride * cells
+
+
 def multi_scale_probs(model: VGG, images, qs: Sequence[int], mean, *, flip: bool = True,
                       batch_size: int = 64, device="cpu", progress: bool = True) -> np.ndarray:
     """Multi-scale dense evaluation (Sect. 4.2): dense softmax outputs averaged over ``qs``."""

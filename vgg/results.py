@@ -680,6 +680,26 @@ def versions() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["package", "version"])
 
 
+def dense_windows(profile: str = "cpu", aspect: float = 4 / 3) -> pd.DataFrame:
+    """How much of the image dense evaluation sees, per test scale Q of Tables 3-4: the
+    class-score map of a 4:3 image (short x long side, ``vgg.evaluate.score_map_side``) at
+    the paper's sizes (where every Q is a multiple of 32, so the windows tile the whole
+    image) and at ``profile``'s, with its short side in real pixels and the pixels of it
+    outside every window."""
+    from .evaluate import score_map_side
+    from .profiles import PAPER_CROP, PROFILES, test_scales
+
+    prof = PROFILES[profile]
+
+    def score_map(side: int, crop: int) -> str:
+        return f"{score_map_side(side, crop)[0]}×{score_map_side(round(side * aspect), crop)[0]}"
+
+    qs = sorted({q for s in ("256", "384", "256-512") for q in test_scales(s)["multi"]})
+    return pd.DataFrame([{"Q": q, "paper score map": score_map(q, PAPER_CROP), f"{profile} px": prof.px(q),
+                          f"{profile} score map": score_map(prof.px(q), prof.crop),
+                          f"{profile} px outside": score_map_side(prof.px(q), prof.crop)[1]} for q in qs])
+
+
 def deviations() -> pd.DataFrame:
     """Every deviation from the paper: what it did, what we do, why. Numbers from the code."""
     from .config import DEFAULTS
@@ -740,7 +760,7 @@ def deviations() -> pd.DataFrame:
 
 __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_runs", "histories",
            "book_profile", "table3", "table4", "table5", "table6", "table7", "claims", "verdict",
-           "compute_table", "deviations", "versions", "show", "time_left_note"]
+           "compute_table", "deviations", "dense_windows", "versions", "show", "time_left_note"]
 
 
 def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None, wrap: bool = False):
