@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vgg.evaluate import EVAL_VERSION
 from vgg.profiles import test_scales
 from vgg.study import plan
 
@@ -104,7 +105,7 @@ def write_run(folder: Path, planned, profile: str, seed_rng: np.random.Generator
         "profile": profile, "status": status, "config": params,
         "train": {"epochs": epochs, "seconds": 120.0 + 10 * seed_rng.random(), "images_per_s": 150.0,
                   "stopped": "epoch cap", "best_holdout_top1_err": base + 10, "mfu": 0.12},
-        "eval": ev, "eval_seconds": 30.0,
+        "eval": ev, "eval_seconds": 30.0, "eval_version": EVAL_VERSION,
         "provenance": {"git_commit": "0" * 40, "torch": "2.14.1", "cpu": "fake CPU", "torch_threads": 2},
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -208,7 +208,10 @@ def _warnings(log: str) -> list[str]:
 @pytest.mark.parametrize("which", ["full", "empty"])
 def test_book_builds_without_warnings(books, which):
     rc, log = books["logs"][which]
-    assert rc == 0, log[-3000:]
+    # the warnings first (with a line of context each), then the log's tail
+    lines = log.splitlines()
+    context = ["\n".join(lines[max(i - 1, 0):i + 3]) for i, l in enumerate(lines) if l in set(_warnings(log))]
+    assert rc == 0, "\n---\n".join(context[:10]) + "\n=== tail ===\n" + log[-2000:]
     assert _warnings(log) == [], log[-3000:]
 
 
@@ -265,3 +268,28 @@ def test_dense_windows_at_the_papers_scale_see_the_whole_image_and_at_ours_do_no
     assert t.loc[384, "paper score map"] == "6×10"  # 12 conv5 positions minus the 7-wide FC1, plus 1
     assert t.loc[256, ["cpu px", "cpu score map", "cpu px outside"]].tolist() == [73, "1×2", 9]
     assert t.loc[384, "cpu score map"] == "2×3"
+
+
+def test_runs_evaluated_under_an_older_protocol_are_left_out_and_listed(tmp_path):
+    folders = write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["A", "B"])
+    m = json.loads((folders[0] / "metrics.json").read_text())
+    del m["eval_version"]  # made before versions were recorded
+    (folders[0] / "metrics.json").write_text(json.dumps(m))
+    runs, profile, note, _ = R.book_runs(tmp_path)
+    assert profile == "cpu" and folders[0].name not in set(runs["run"]) and folders[1].name in set(runs["run"])
+    assert "1 complete run(s) of it were evaluated under an older protocol" in note
+    every, _ = R.load_runs("cpu", tmp_path)
+    assert R.outdated(every).tolist() == [r == folders[0].name for r in every["run"]]
+
+
+def test_reevaluation_table_reads_before_and_after_from_the_runs_records(tmp_path):
+    folders = write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["A"])
+    m = json.loads((folders[0] / "metrics.json").read_text())
+    after = m["eval"]["dense@256"]["top1_err"]
+    m["reevaluated"] = [{"from_version": 1, "to_version": 2,
+                         "top1_err_before": {"dense@256": after + 3.0, "centre-crop@256": m["eval"]["centre-crop@256"]["top1_err"]}}]
+    (folders[0] / "metrics.json").write_text(json.dumps(m))
+    t = R.reevaluation_table("cpu", tmp_path).set_index("protocol")
+    assert t.loc["dense@256", "change"] == -3.0 and t.loc["dense@256", "version"] == "1 → 2"
+    assert t.loc["centre-crop@256", "change"] == 0.0
+    assert R.reevaluation_table("cpu", tmp_path / "none").empty

@@ -246,3 +246,30 @@ def test_score_map_side_is_the_dense_nets_real_map(h, w):
     assert (uh, uw) == (h % 32, w % 32)
     with pytest.raises(ValueError, match="smaller than the crop"):
         score_map_side(63, 64)
+
+
+def test_centre_windows_trims_to_the_stride_around_the_centre():
+    from vgg.evaluate import centre_windows
+
+    x = torch.arange(2 * 3 * 73 * 97, dtype=torch.float32).view(2, 3, 73, 97)
+    y = centre_windows(x)
+    assert y.shape == (2, 3, 64, 96)
+    torch.testing.assert_close(y, x[..., 4:68, 0:96])  # 9 odd rows: 4 above, 5 below
+    z = torch.zeros(1, 3, 64, 96)
+    assert centre_windows(z) is not None and centre_windows(z).shape == z.shape  # the paper's sizes: a no-op
+    with pytest.raises(ValueError, match="smaller than the net's stride"):
+        centre_windows(torch.zeros(1, 3, 20, 40))
+
+
+def test_dense_evaluation_centres_its_windows(model):
+    """dense_probs on a 47x59 image (one window of 32 on the short side, 15 odd pixels) is
+    the net on the centred 32x32 trim; the top-left windows of the plain dense net differ."""
+    img = _img(47, 59, 5)
+    p = dense_probs(model, [img], 47, MEAN, flip=False, progress=False)[0]
+    x = data.normalize(img[None].float(), torch.as_tensor(MEAN))
+    model.eval()
+    with torch.inference_mode():
+        centred = F.softmax(vgg.to_dense(model)(x[..., 7:39, 13:45]), dim=1)[0].numpy()
+        top_left = F.softmax(vgg.to_dense(model)(x), dim=1)[0].numpy()
+    np.testing.assert_allclose(p, centred, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(p, top_left, atol=1e-4)

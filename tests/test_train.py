@@ -249,3 +249,37 @@ def test_the_real_profiles_check_for_a_dead_net_before_the_first_lr_step():
         assert PROFILES[name].stall_epochs == 3
     assert PROFILES["cpu"].stall_epochs < PROFILES["cpu"].lr_steps[0]
     assert PROFILES["smoke"].stall_epochs is None  # tiny data may sit at chance for a while
+
+
+def test_reevaluation_redoes_only_the_evaluation_and_reproduces_it(train_data, tmp_path):
+    """A run marked as evaluated under protocol 1 is re-evaluated from its checkpoint: the
+    same numbers (the same code), the version raised, the training record untouched."""
+    import subprocess
+    import sys
+
+    from vgg.evaluate import EVAL_VERSION
+    from vgg.io import ROOT, write_json
+    from vgg.run import needs_reevaluation, reevaluate
+
+    out = tmp_path / "smoke" / "A-S256-s0"
+    first = run_experiment(_cfg(tmp_path, train_data, "smoke/A-S256-s0", epochs=1), progress=False)
+    assert first["eval_version"] == EVAL_VERSION and not needs_reevaluation(out)
+    # runs made before versions were recorded have none: version 1
+    write_json(out / "metrics.json", {k: v for k, v in first.items() if k != "eval_version"})
+    assert needs_reevaluation(out)
+    cli = subprocess.run([sys.executable, "-m", "vgg", "reevaluate", "--profile", "smoke", "--runs-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    assert "1 run(s)" in cli.stdout and "A-S256-s0: dense@256" in cli.stdout
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["eval"] == {k: {**v, "seconds": again["eval"][k]["seconds"],
+                                 "images_per_s": again["eval"][k]["images_per_s"]} for k, v in first["eval"].items()}
+    assert again["train"] == first["train"] and again["eval_version"] == EVAL_VERSION
+    assert again["reevaluated"][0]["from_version"] == 1 and not needs_reevaluation(out)
+    assert again["reevaluated"][0]["top1_err_before"] == {k: v["top1_err"] for k, v in first["eval"].items()}
+
+    (out / "checkpoint.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="checkpoints are not in git"):
+        reevaluate(out)
+    with pytest.raises(ValueError, match="not a complete run"):
+        reevaluate(tmp_path / "smoke" / "nothing-here")

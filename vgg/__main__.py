@@ -1,4 +1,4 @@
-"""Command line: ``python -m vgg run|study|bench|data`` (see README.md)."""
+"""Command line: ``python -m vgg run|study|reevaluate|bench|data`` (see README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data", default=None)
     s.add_argument("--runs-dir", default="runs")
     s.add_argument("--status", action="store_true", help="show where each planned run stands; run nothing")
+
+    e = sub.add_parser("reevaluate", help="evaluate finished runs again under this code's protocols")
+    e.add_argument("runs", nargs="*", help="run folders (default: every run of --profile evaluated "
+                                           "under an older protocol)")
+    e.add_argument("--profile", default="cpu")
+    e.add_argument("--runs-dir", default="runs")
 
     b = sub.add_parser("bench", help="speed benchmarks (not tests)")
     b.add_argument("what", choices=["data", "train", "eval", "lrn"])
@@ -70,6 +76,28 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir)
         return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0
+    if args.cmd == "reevaluate":
+        from pathlib import Path
+
+        from .evaluate import EVAL_VERSION
+        from .io import ROOT
+        from .run import needs_reevaluation, reevaluate
+
+        if args.runs:
+            folders = [Path(r) for r in args.runs]
+            bad = [str(f) for f in folders if not (f / "metrics.json").exists()]
+            if bad:
+                print(f"not run folders (no metrics.json): {', '.join(bad)}", file=sys.stderr)
+                return 2
+        else:
+            base = Path(args.runs_dir) if Path(args.runs_dir).is_absolute() else ROOT / args.runs_dir
+            folders = sorted(f for f in (base / args.profile).glob("*") if needs_reevaluation(f))
+            print(f"{len(folders)} run(s) of {base / args.profile} evaluated under a protocol older than "
+                  f"version {EVAL_VERSION}")
+        for f in folders:
+            m = reevaluate(f)
+            print(f"{f.name}: " + ", ".join(f"{k} {v['top1_err']:.2f}" for k, v in m["eval"].items()), flush=True)
+        return 0
     if args.cmd == "bench":
         from .bench import BENCHES
 

@@ -18,11 +18,11 @@ import torch
 
 from . import data as D
 from .config import RunConfig, resolve
-from .evaluate import centre_crop, evaluate_run, save_probs
-from .io import environment, write_json, write_text
+from .evaluate import EVAL_VERSION, centre_crop, evaluate_run, save_probs
+from .io import environment, git_commit, write_json, write_text
 from .model import build, init_paper, param_count
 from .profiles import parse_train_scale
-from .train import HISTORY_COLUMNS, TrainingFailed, fit, load_weights, matmul_peak_flops, pick_device, \
+from .train import CHECKPOINT, HISTORY_COLUMNS, TrainingFailed, fit, load_weights, matmul_peak_flops, pick_device, \
     train_flops_per_image
 
 
@@ -82,12 +82,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     device = pick_device(cfg.device, cfg.threads)
 
-    root = D.find_data(resolve(cfg.data))
-    train = D.load_split(root, "train", per_class=prof.per_class, cache_side=prof.cache_side, progress=progress)
-    val = D.load_split(root, "val", classes=train.classes, per_class=prof.per_class,
-                       cache_side=prof.cache_side, progress=progress)
-    train_idx, holdout_idx = D.holdout_split(train.labels, cfg.holdout_frac, seed=0)  # fixed for all seeds
-    stats = D.colour_stats(train.subset(train_idx))
+    root, train, val, train_idx, holdout_idx, stats = _load_data(cfg, progress)
 
     torch.manual_seed(cfg.seed)
     model = build(cfg.net, num_classes=len(train.classes), width=prof.width, crop=prof.crop)
@@ -117,11 +112,7 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
         raise
     write_text(out / "history.csv", _csv(result.history))
 
-    t_eval = time.perf_counter()
-    evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
-                                multi_crop=cfg.multi_crop, device=str(device), progress=progress)
-    eval_seconds = round(time.perf_counter() - t_eval, 1)
-    save_probs(out / "probs.npz", val.ids, val.labels.numpy(), val.classes, probs)
+    evals, eval_seconds = _evaluate(model, val, stats, cfg, device, out, progress)
 
     env = environment()
     peak = matmul_peak_flops(device)
@@ -140,9 +131,65 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                    best_holdout_top1_err=min((r["holdout_top1_err"] for r in result.history), default=None),
                    final_holdout_top1_err=result.history[-1]["holdout_top1_err"] if result.history else None,
                    mfu=round(img_s * train_flops_per_image(model) / peak, 3)),
-        eval=evals, eval_seconds=eval_seconds, provenance=env)
+        eval=evals, eval_seconds=eval_seconds, eval_version=EVAL_VERSION, provenance=env)
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run finished
     return metrics
+
+
+def _load_data(cfg: RunConfig, progress: bool):
+    """(root, train, val, train indices, held-out indices, colour stats) of a run."""
+    prof = cfg.prof
+    root = D.find_data(resolve(cfg.data))
+    train = D.load_split(root, "train", per_class=prof.per_class, cache_side=prof.cache_side, progress=progress)
+    val = D.load_split(root, "val", classes=train.classes, per_class=prof.per_class,
+                       cache_side=prof.cache_side, progress=progress)
+    train_idx, holdout_idx = D.holdout_split(train.labels, cfg.holdout_frac, seed=0)  # fixed for all seeds
+    return root, train, val, train_idx, holdout_idx, D.colour_stats(train.subset(train_idx))
+
+
+def _evaluate(model, val, stats, cfg: RunConfig, device, out: Path, progress: bool) -> tuple[dict, float]:
+    """Every protocol of the run (vgg.evaluate.evaluate_run); writes probs.npz."""
+    t_eval = time.perf_counter()
+    evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=cfg.prof,
+                                multi_crop=cfg.multi_crop, device=str(device), progress=progress)
+    save_probs(out / "probs.npz", val.ids, val.labels.numpy(), val.classes, probs)
+    return evals, round(time.perf_counter() - t_eval, 1)
+
+
+def needs_reevaluation(out_dir: str | Path) -> bool:
+    """A complete run evaluated under an older protocol (``EVAL_VERSION``)."""
+    m = read_metrics(out_dir)
+    return bool(m) and m.get("status") == "complete" and m.get("eval_version", 1) < EVAL_VERSION
+
+
+def reevaluate(out_dir: str | Path, progress: bool = True) -> dict:
+    """Evaluate a finished run again under this code's protocols, from its checkpoint.
+
+    Replaces ``eval``, ``eval_seconds`` and probs.npz and sets ``eval_version``; appends
+    what was done (old version, commit, time, the old top-1 errors) to ``reevaluated``. Training and its record
+    are untouched. probs.npz is written before metrics.json, so a crash in between leaves a
+    run that still says it needs re-evaluation. Returns the new metrics."""
+    out = Path(out_dir)
+    m = read_metrics(out)
+    if not m or m.get("status") != "complete":
+        raise ValueError(f"{out} is not a complete run (no metrics.json with status 'complete'); "
+                         f"only finished runs can be re-evaluated")
+    if not (out / CHECKPOINT).exists():
+        raise FileNotFoundError(f"{out} has no {CHECKPOINT}: checkpoints are not in git, so a run can be "
+                                f"re-evaluated only where it was trained, or after training it again")
+    cfg = RunConfig.from_dict(m["config"])
+    _, _, val, _, _, stats = _load_data(cfg, progress)
+    model = build(cfg.net, num_classes=m["model"]["num_classes"], width=cfg.prof.width, crop=cfg.prof.crop)
+    load_weights(out, model)  # refuses a missing checkpoint with the reason
+    device = pick_device(cfg.device, cfg.threads)
+    evals, eval_seconds = _evaluate(model, val, stats, cfg, device, out, progress)
+    before = {k: v["top1_err"] for k, v in m["eval"].items()}
+    entry = dict(from_version=m.get("eval_version", 1), to_version=EVAL_VERSION, commit=git_commit(),
+                 when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), eval_seconds=eval_seconds, top1_err_before=before)
+    m.update(eval=evals, eval_seconds=eval_seconds, eval_version=EVAL_VERSION)
+    m.setdefault("reevaluated", []).append(entry)
+    write_json(out / "metrics.json", m)
+    return m
 
 
 def _recipe(cfg: RunConfig) -> dict:
