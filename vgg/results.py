@@ -786,7 +786,8 @@ def deviations() -> pd.DataFrame:
         ("Dense evaluation", "the FC-as-conv net on the whole rescaled image",
          "the rescaled image trimmed to a multiple of 32 px around its centre (vgg.evaluate.centre_windows)",
          "at the paper's sizes every Q is a multiple of 32 and the trim is a no-op on the short side; at ours "
-         "the 1-2 windows per side sat off-centre, which cost 3-6 points of top-1 (protocol chapter)"),
+         "the 1-2 windows per side sat off-centre, which cost up to 7 points of top-1, most at Q = 384 "
+         "(each run's numbers are in the protocol chapter)"),
         ("LRN constants", "'as AlexNet' (not restated)", "AlexNet's n=5, k=2, α=1e-4, β=0.75",
          "the paper points to AlexNet"),
         ("Evaluation data", "ILSVRC val (50K) and test server", "Imagenette val, never used in training",
