@@ -166,9 +166,10 @@ def reevaluate(out_dir: str | Path, progress: bool = True) -> dict:
     """Evaluate a finished run again under this code's protocols, from its checkpoint.
 
     Replaces ``eval``, ``eval_seconds`` and probs.npz and sets ``eval_version``; appends
-    what was done (old version, commit, time, the old top-1 errors) to ``reevaluated``. Training and its record
-    are untouched. probs.npz is written before metrics.json, so a crash in between leaves a
-    run that still says it needs re-evaluation. Returns the new metrics."""
+    what was done (old version, commit, time, the old top-1 errors) to ``reevaluated``.
+    Training and its record are untouched. probs.npz is written before metrics.json, so a
+    crash in between leaves a run that still says it needs re-evaluation. Returns the new
+    metrics."""
     out = Path(out_dir)
     m = read_metrics(out)
     if not m or m.get("status") != "complete":
@@ -178,9 +179,9 @@ def reevaluate(out_dir: str | Path, progress: bool = True) -> dict:
         raise FileNotFoundError(f"{out} has no {CHECKPOINT}: checkpoints are not in git, so a run can be "
                                 f"re-evaluated only where it was trained, or after training it again")
     cfg = RunConfig.from_dict(m["config"])
-    _, _, val, _, _, stats = _load_data(cfg, progress)
     model = build(cfg.net, num_classes=m["model"]["num_classes"], width=cfg.prof.width, crop=cfg.prof.crop)
-    load_weights(out, model)  # refuses a missing checkpoint with the reason
+    load_weights(out, model)  # before the data: a mismatch fails in a second, not after loading
+    _, _, val, _, _, stats = _load_data(cfg, progress)
     device = pick_device(cfg.device, cfg.threads)
     evals, eval_seconds = _evaluate(model, val, stats, cfg, device, out, progress)
     before = {k: v["top1_err"] for k, v in m["eval"].items()}
