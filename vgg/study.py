@@ -136,7 +136,8 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     history.csv records them) and ``seconds_left``, an estimate of the epochs still to run.
 
     ``seconds_left`` prices each missing epoch at the median epoch of the same net and
-    training scale in any seed (the run's own first); None where no such epoch exists yet.
+    training scale over every seed (the run's own epochs included); None where no such
+    epoch exists yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
     an upper bound. Evaluation after training is not counted."""
     import csv
