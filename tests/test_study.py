@@ -162,22 +162,33 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
         "1,2.1,80,70.5,20,0.01,60,150\n2,1.9,70,61.25,15,0.01,60,150\n")
     done = tmp_path / "cpu" / "A-S256-s0"
     done.mkdir()
-    (done / "metrics.json").write_text('{"status": "complete"}')
+    (done / "metrics.json").write_text('{"status": "complete", "eval_seconds": 90.0}')
+    (done / "history.csv").write_text(
+        "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
+        "1,2.1,80,70.5,20,0.01,30,150\n")
     rows = {r["run"]: r for r in progress("cpu", 1, tmp_path)}
     assert len(rows) == 13 and rows["A-S256-s0"]["state"] == "complete"
-    # 43 epochs of the cpu schedule's 45 are left, at the 60 s its two epochs took
+    # 43 epochs of the cpu schedule's 45 are left, at the 60 s its two epochs took; its
+    # evaluation is priced at A's 90 s, scaled by B's epoch time over A's (60 / 30)
     assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", epochs=2, epochs_cap=45, lr=0.01,
-                                    holdout_top1_err=61.25, seconds=120.0, seconds_left=43 * 60.0)
-    assert rows["A-S256-s0"]["seconds_left"] == 0.0
+                                    holdout_top1_err=61.25, seconds=120.0, seconds_left=43 * 60.0,
+                                    eval_seconds=0.0, eval_seconds_left=180.0)
+    assert rows["A-S256-s0"]["seconds_left"] == rows["A-S256-s0"]["eval_seconds_left"] == 0.0
+    assert rows["A-S256-s0"]["eval_seconds"] == 90.0
     assert rows["C-S256-s0"]["state"] == "missing" and rows["C-S256-s0"]["epochs"] == 0
     assert rows["C-S256-s0"]["seconds_left"] is None  # no C epoch timed yet
     assert rows["C-S384-s0"]["epochs_cap"] == 15  # fine-tuned from C-S256
+    # an evaluation at a training scale that no finished run has had cannot be priced
+    assert rows["C-S384-s0"]["eval_seconds_left"] is None
     text = format_progress(list(rows.values()), jobs=2)
-    assert "1 of 13 complete; 0.0 h of epochs so far" in text and "61.2" in text
-    assert "left: 0.7 h of epochs, about 0.4 h with 2 jobs, plus 11 run(s) with no epoch timed yet" in text
-    # another seed's B is priced at seed 0's epochs
+    assert "1 of 13 complete; 0.0 h of epochs and 0.0 h of evaluation so far" in text and "61.2" in text
+    # only B-S256 can be priced: no epoch of A-LRN, B-5x5, C, D or E has been timed
+    assert "left: 0.7 h of epochs + 0.1 h of evaluation = 0.8 h, about 0.4 h with 2 jobs" in text
+    assert "plus 11 run(s) that cannot be priced yet (?)" in text
+    # another seed's B is priced at seed 0's epochs (45 of them) and A's evaluation
     two = {r["run"]: r for r in progress("cpu", 2, tmp_path)}
-    assert two["B-S256-s1"]["seconds_left"] == 45 * 60.0
+    assert two["B-S256-s1"]["seconds_left"] == 45 * 60.0 and two["B-S256-s1"]["eval_seconds_left"] == 180.0
+    assert two["A-S256-s1"]["seconds_left"] == 45 * 30.0 and two["A-S256-s1"]["eval_seconds_left"] == 90.0
     cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--seeds", "1", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout

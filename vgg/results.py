@@ -263,25 +263,23 @@ def missing_runs(profile: str, seeds=1, runs_dir=None) -> list[tuple[str, str]]:
 
 
 def time_left_note(profile: str, seeds: list[int], runs_dir=None) -> str:
-    """A sentence for the status page: the training time the missing runs need, priced at
-    the median epoch of the same net and training scale measured so far
-    (``vgg.study.progress``)."""
-    from .study import progress
+    """A sentence for the status page: the training and evaluation time the missing runs
+    need, priced at what the finished ones took (``vgg.study.progress``)."""
+    from .study import progress, time_left
 
-    rows = [r for r in progress(profile, seeds, runs_root(runs_dir).resolve()) if r["state"] != "complete"]
-    if not rows:
+    t = time_left(progress(profile, seeds, runs_root(runs_dir).resolve()))
+    if not t["runs"]:
         return ""
-    priced = [r["seconds_left"] for r in rows if r["seconds_left"] is not None]
-    unpriced = len(rows) - len(priced)
-    if not priced:
-        return (f"None of the {len(rows)} missing runs can be priced yet: no epoch of their nets "
-                f"and training scales has been timed.")
-    h = sum(priced) / 3600
-    return (f"At the epoch times measured so far (the median epoch of the same net and training "
-            f"scale), {len(priced)} of the {len(rows)} missing runs need about **{h:.1f} h** of "
-            f"training, **{h / 2:.1f} h** with two jobs at a time"
-            + (f"; the other {unpriced} cannot be priced yet (no epoch of their net and scale)" if unpriced else "")
-            + ". Evaluation comes on top. `python -m vgg study --status --jobs 2` gives it per run.")
+    if not t["priced"]:
+        return (f"None of the {t['runs']} missing runs can be priced yet: no epoch or evaluation "
+                f"of their nets and training scales has been timed.")
+    train, ev = t["train_s"] / 3600, t["eval_s"] / 3600
+    return (f"At the times measured so far (the median epoch of the same net; the median "
+            f"evaluation of the same net and training scale), {t['priced']} of the {t['runs']} "
+            f"missing runs need about **{train + ev:.1f} h** ({train:.1f} h of training, "
+            f"{ev:.1f} h of evaluation), **{(train + ev) / 2:.1f} h** with two jobs at a time"
+            + (f"; the other {t['unpriced']} cannot be priced yet" if t["unpriced"] else "")
+            + ". `python -m vgg study --status --jobs 2` gives it per run.")
 
 
 def missing_table(profile: str, seeds=1, runs_dir=None) -> pd.DataFrame:

@@ -129,17 +129,38 @@ def _status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoint.pt").exists() else "missing"
 
 
+def _median_price(key: tuple[str, str], samples: dict, epoch_s: dict) -> float | None:
+    """Median of ``samples[key]`` (key = (net, train_scale)); failing that, the median over
+    the other nets at the same training scale, each scaled by the ratio of the nets' median
+    epoch times (the forward and backward passes cost alike, per image, across nets)."""
+    import statistics
+
+    if samples.get(key):
+        return statistics.median(samples[key])
+    net, scale = key
+    if net not in epoch_s:
+        return None
+    scaled = [x * epoch_s[net] / epoch_s[other] for (other, s), xs in samples.items()
+              if s == scale and other in epoch_s for x in xs]
+    return statistics.median(scaled) if scaled else None
+
+
 def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs") -> list[dict]:
     """Where each planned run stands, read from its folder (nothing is run): state, epochs
     trained so far (history.csv) of the planned ``epochs_cap``, the last lr and held-out
     top-1 error, the seconds of its epochs (training plus each epoch's held-out check, as
-    history.csv records them) and ``seconds_left``, an estimate of the epochs still to run.
+    history.csv records them), the seconds of its evaluation (metrics.json), and estimates
+    of what is still to run: ``seconds_left`` for the epochs, ``eval_seconds_left`` for the
+    evaluation after them.
 
-    ``seconds_left`` prices each missing epoch at the median epoch of the same net and
-    training scale over every seed (the run's own epochs included); None where no such
-    epoch exists yet.
+    A missing epoch is priced at the median epoch of the same net over every seed and
+    training scale (the run's own epochs included): every scale trains on crops of the same
+    size, so an epoch costs the same. A missing evaluation is priced at the median
+    evaluation of complete runs of the same net and training scale (a jittered run's
+    includes the 150-crop protocol); failing that, at other nets' evaluations at that scale,
+    scaled by the ratio of epoch times. None where there is nothing to price from yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
-    an upper bound. Evaluation after training is not counted."""
+    an upper bound."""
     import csv
     import statistics
 
@@ -148,15 +169,19 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
 
     prof = PROFILES[profile]
     base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
-    runs, hists = plan(seeds), {}
+    runs, hists, evals = plan(seeds), {}, {}
     for r in runs:
-        path = base / profile / r.name / "history.csv"
-        if path.exists():
-            with open(path, newline="") as f:
+        folder = base / profile / r.name
+        if (folder / "history.csv").exists():
+            with open(folder / "history.csv", newline="") as f:
                 hists[r.name] = list(csv.DictReader(f))
-    epoch_s = {}  # (net, train_scale) -> median seconds of one epoch, over every seed
+        if _status(folder) == "complete":
+            evals[r.name] = float(json.loads((folder / "metrics.json").read_text()).get("eval_seconds") or 0.0)
+    epoch_s, eval_s = {}, {}  # net -> seconds of every epoch; (net, scale) -> evaluation seconds
     for r in runs:
-        epoch_s.setdefault((r.net, r.train_scale), []).extend(float(h["seconds"]) for h in hists.get(r.name, []))
+        epoch_s.setdefault(r.net, []).extend(float(h["seconds"]) for h in hists.get(r.name, []))
+        if evals.get(r.name):
+            eval_s.setdefault((r.net, r.train_scale), []).append(evals[r.name])
     epoch_s = {k: statistics.median(v) for k, v in epoch_s.items() if v}
 
     rows = []
@@ -165,34 +190,53 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
         last = hist[-1] if hist else {}
         state = _status(folder)
         cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
-        per_epoch = epoch_s.get((r.net, r.train_scale))
-        left = 0.0 if state == "complete" else (
-            max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
+        per_epoch = epoch_s.get(r.net)
+        done = state == "complete"
+        left = 0.0 if done else (max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
+        eval_left = 0.0 if done else _median_price((r.net, r.train_scale), eval_s, epoch_s)
         rows.append(dict(run=r.name, state=state, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
                          holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
-                         seconds=sum(float(h["seconds"]) for h in hist), seconds_left=left))
+                         seconds=sum(float(h["seconds"]) for h in hist), seconds_left=left,
+                         eval_seconds=evals.get(r.name, 0.0), eval_seconds_left=eval_left))
     return rows
+
+
+def time_left(rows: list[dict]) -> dict:
+    """Totals of ``progress`` rows still to run: seconds of epochs and of evaluation over the
+    runs that can be priced, and how many cannot (None in either estimate)."""
+    todo = [r for r in rows if r["state"] != "complete"]
+    priced = [r for r in todo if r["seconds_left"] is not None and r["eval_seconds_left"] is not None]
+    return dict(runs=len(todo), priced=len(priced), unpriced=len(todo) - len(priced),
+                train_s=sum(r["seconds_left"] for r in priced),
+                eval_s=sum(r["eval_seconds_left"] for r in priced))
 
 
 def format_progress(rows: list[dict], jobs: int = 2) -> str:
     """``progress`` as a plain-text table with totals and an estimate of the time left with
     ``jobs`` runs at a time (an estimate that ignores the wait for parents)."""
-    lines = [f"{'run':<24}{'state':<10}{'epochs':>9}{'lr':>9}{'held-out err':>14}{'train min':>11}{'min left':>10}"]
+    def minutes(x):
+        return f"{x / 60:.0f}" if x is not None else "?"
+
+    lines = [f"{'run':<24}{'state':<10}{'epochs':>9}{'lr':>9}{'held-out err':>14}"
+             f"{'train min':>11}{'eval min':>10}{'min left':>10}"]
     for r in rows:
         lr = f"{r['lr']:g}" if r["lr"] is not None else "-"
         err = f"{r['holdout_top1_err']:.1f}" if r["holdout_top1_err"] is not None else "-"
-        left = f"{r['seconds_left'] / 60:.0f}" if r["seconds_left"] is not None else "?"
+        both = None if None in (r["seconds_left"], r["eval_seconds_left"]) else r["seconds_left"] + r["eval_seconds_left"]
         epochs = f"{r['epochs']}/{r['epochs_cap']}"
-        lines.append(f"{r['run']:<24}{r['state']:<10}{epochs:>9}{lr:>9}{err:>14}{r['seconds'] / 60:>11.1f}{left:>10}")
+        lines.append(f"{r['run']:<24}{r['state']:<10}{epochs:>9}{lr:>9}{err:>14}"
+                     f"{r['seconds'] / 60:>11.1f}{r['eval_seconds'] / 60:>10.1f}{minutes(both):>10}")
     done = sum(r["state"] == "complete" for r in rows)
-    lines.append(f"{done} of {len(rows)} complete; {sum(r['seconds'] for r in rows) / 3600:.1f} h of epochs so far")
-    known = [r["seconds_left"] for r in rows if r["seconds_left"] is not None]
-    untimed = len(rows) - len(known)
-    if done < len(rows):
-        lines.append(f"left: {sum(known) / 3600:.1f} h of epochs, about {sum(known) / 3600 / jobs:.1f} h "
-                     f"with {jobs} job{'s' if jobs > 1 else ''}" + (f", plus {untimed} run(s) with no epoch timed yet (?)" if untimed else "")
-                     + "; evaluation not counted")
+    spent = sum(r["seconds"] for r in rows) / 3600, sum(r["eval_seconds"] for r in rows) / 3600
+    lines.append(f"{done} of {len(rows)} complete; {spent[0]:.1f} h of epochs and {spent[1]:.1f} h "
+                 f"of evaluation so far")
+    t = time_left(rows)
+    if t["runs"]:
+        h = (t["train_s"] + t["eval_s"]) / 3600
+        lines.append(f"left: {t['train_s'] / 3600:.1f} h of epochs + {t['eval_s'] / 3600:.1f} h of evaluation"
+                     f" = {h:.1f} h, about {h / jobs:.1f} h with {jobs} job{'s' if jobs > 1 else ''}"
+                     + (f"; plus {t['unpriced']} run(s) that cannot be priced yet (?)" if t["unpriced"] else ""))
     return "\n".join(lines)
 
 
