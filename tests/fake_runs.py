@@ -103,6 +103,8 @@ def write_run(folder: Path, planned, profile: str, seed_rng: np.random.Generator
     metrics = {
         "run": planned.name, "net": planned.net, "train_scale": planned.train_scale, "seed": planned.seed,
         "profile": profile, "status": status, "config": params,
+        "model": {"net": planned.net, "width": 0.25, "crop": 64, "num_classes": 10},
+        "data": {"n_train": 9000, "n_holdout": 475, "n_val": int(labels.size)},
         "train": {"epochs": epochs, "seconds": 120.0 + 10 * seed_rng.random(), "images_per_s": 150.0,
                   "stopped": "epoch cap", "best_holdout_top1_err": base + 10, "mfu": 0.12},
         "eval": ev, "eval_seconds": 30.0, "eval_version": EVAL_VERSION,

@@ -293,3 +293,46 @@ def test_reevaluation_table_reads_before_and_after_from_the_runs_records(tmp_pat
     assert t.loc["dense@256", "change"] == -3.0 and t.loc["dense@256", "version"] == "1 → 2"
     assert t.loc["centre-crop@256", "change"] == 0.0
     assert R.reevaluation_table("cpu", tmp_path / "none").empty
+
+
+def _history(folder, train_errs, held_errs, lrs):
+    rows = ["epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s"]
+    rows += [f"{e},1.0,{t},{h},5.0,{lr},60.0,150.0"
+             for e, (t, h, lr) in enumerate(zip(train_errs, held_errs, lrs), 1)]
+    (folder / "history.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_fit_table_and_notes_read_the_init_chain(tmp_path):
+    folders = {f.name: f for f in write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["B", "D", "E"])}
+    for name in ("E-S384-s0", "E-S256-512-s0"):  # not run yet: E's chain stops at S = 256
+        shutil.rmtree(folders[name])
+    _history(folders["B-S256-s0"], [60, 30, 20.0], [60, 35, 25.0], [0.01, 0.01, 0.001])
+    _history(folders["D-S256-s0"], [60, 30, 20.5], [60, 35, 24.0], [0.01, 0.01, 0.001])
+    _history(folders["E-S256-s0"], [70, 40, 23.0], [70, 45, 26.0], [0.01, 0.01, 0.001])
+    _history(folders["D-S384-s0"], [36.0, 32, 31, 30.5], [33, 31, 29.0, 30.0], [1e-3, 1e-3, 1e-4, 1e-4])
+    _history(folders["D-S256-512-s0"], [31, 29.0], [30, 28.0], [1e-3, 1e-4])
+    runs, _ = R.load_runs("cpu", tmp_path)
+    t = R.fit_table(runs)
+    # the study's order, and a fine-tune's epochs follow its parent's: 3, 3 + 4, 3 + 4 + 2
+    assert list(zip(t["net"], t["training S"])) == [("B", "256"), ("D", "256"), ("D", "384"),
+                                                    ("D", "[256;512]"), ("E", "256")]
+    assert t["epochs in chain"].tolist() == [3, 3, 7, 9, 3]
+    d384 = t.iloc[2]
+    assert d384["train top-1 (%)"] == 30.5 and d384["gap (points)"] == -0.5
+    notes = R.fit_notes(runs)
+    # D within a point of B counts as the same fit; E is three points worse
+    assert "B 20.0%, D 20.5%, E 23.0%" in notes
+    assert "D fits them as closely as B; E fits them less closely than B" in notes
+    assert "extra depth buys no extra fit" in notes and "on 64-pixel crops of 9,000 images" in notes
+    assert "ends its S = 256 training at 20.5%" in notes and "starts at 36.0%" in notes
+    assert "ends at 30.5% (30.0% held out" in notes and "at jittered S it ends at 29.0% (28.0% held out)" in notes
+    # the held-out range over the fine-tune's epochs at its last lr (1e-4): 29.0 and 30.0
+    assert "last 2 epochs, at its last learning rate, the held-out error stayed between 29.0% and 30.0%" in notes
+    assert "our 4 epochs" in notes
+    fig = R.fit_plot(runs)
+    assert [len(ax.lines) for ax in fig.axes] == [3, 6]  # B, D, E; three scales x (train, held-out)
+    # a deeper net that fits better is said so, and the reading changes with it
+    _history(folders["E-S256-s0"], [70, 40, 17.0], [70, 45, 26.0], [0.01, 0.01, 0.001])
+    notes = R.fit_notes(R.load_runs("cpu", tmp_path)[0])
+    assert "E fits them more closely than B" in notes and "depth does buy fit" in notes
+    assert R.fit_notes(runs.iloc[:0]) == "" and R.fit_table(runs.iloc[:0]).empty

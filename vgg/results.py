@@ -659,6 +659,150 @@ def plot_histories(h: pd.DataFrame, ncols: int = 4):
     return fig
 
 
+# --- reading the verdicts: how closely each net fits its training crops ----------------
+
+SCALE_ORDER = ("256", "384", "256-512")  # the paper's initialisation chain (Sect. 3.1)
+
+
+def _chain_histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """``histories`` with the net, scale and seed of each run, and ``chain_epoch``: the epoch
+    counted from the start of the init chain (a fine-tune's epochs follow its parent's)."""
+    h = histories(runs)
+    if not len(h):
+        return h.assign(net=[], train_scale=[], seed=[], chain_epoch=[])
+    h = h.merge(runs[["run", "net", "train_scale", "seed"]], on="run")
+    length = h.groupby("run")["epoch"].max()
+    names = runs.set_index("run")
+    offset = {}
+    for run in length.index:
+        r, before = names.loc[run], 0
+        for scale in SCALE_ORDER[:SCALE_ORDER.index(r["train_scale"])] if r["train_scale"] in SCALE_ORDER else ():
+            before += int(length.get(run_name(r["net"], scale, int(r["seed"])), 0))
+        offset[run] = before
+    return h.assign(chain_epoch=h["epoch"] + h["run"].map(offset))
+
+
+def fit_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per net and training scale, means over seeds at each run's last epoch: top-1 error on
+    the (augmented) training crops, on the held-out slice of the training set, and the gap
+    between them. A net that ends with a high training error underfits its crops: it cannot
+    be expected to generalise better than one that fits them."""
+    h = _chain_histories(runs)
+    cols = ["net", "training S", "seeds", "epochs in chain", "train top-1 (%)", "held-out top-1 (%)",
+            "gap (points)"]
+    if not len(h):
+        return pd.DataFrame(columns=cols)
+    last = h.sort_values("epoch").groupby("run").tail(1)
+    g = last.groupby(["net", "train_scale"], sort=False).agg(
+        seeds=("seed", "nunique"), epochs=("chain_epoch", "median"),
+        train=("train_top1_err", "mean"), held=("holdout_top1_err", "mean")).reset_index()
+    g["gap"] = g["held"] - g["train"]
+    order = {(p.net, p.train_scale): i for i, p in enumerate(plan(1))}  # the study's order
+    g = g.iloc[np.argsort([order.get(k, len(order)) for k in zip(g["net"], g["train_scale"])], kind="stable")]
+    g["train_scale"] = g["train_scale"].map(_scale_label)
+    g = g.rename(columns=dict(zip(["net", "train_scale", "seeds", "epochs", "train", "held", "gap"], cols)))
+    return g[cols]
+
+
+def fit_plot(runs: pd.DataFrame, depth_nets=("A", "B", "C", "D", "E"), chain_net: str = "D"):
+    """Two panels, mean over seeds of the training-crop top-1 error by epoch: (left) the
+    S = 256 nets of Table 3 side by side; (right) ``chain_net`` along its init chain,
+    S = 256, then fine-tuned at S = 384, then at jittered S (held-out error dashed)."""
+    import matplotlib.pyplot as plt
+
+    h = _chain_histories(runs)
+    fig, (ax_d, ax_s) = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for net in depth_nets:
+        d = h[(h["net"] == net) & (h["train_scale"] == "256")]
+        if len(d):
+            m = d.groupby("epoch")["train_top1_err"].mean()
+            ax_d.plot(m.index, m.to_numpy(), lw=1.3, label=f"{net} ({d['seed'].nunique()} seed(s))")
+    ax_d.set_title("Depth: training-crop error at S = 256", fontsize=10)
+    for scale, colour in zip(SCALE_ORDER, ("tab:blue", "tab:orange", "tab:green")):
+        d = h[(h["net"] == chain_net) & (h["train_scale"] == scale)]
+        if len(d):
+            m = d.groupby("chain_epoch")[["train_top1_err", "holdout_top1_err"]].mean()
+            ax_s.plot(m.index, m["train_top1_err"], color=colour, lw=1.3, label=f"S = {_scale_label(scale)}, train")
+            ax_s.plot(m.index, m["holdout_top1_err"], color=colour, lw=1, ls="--", label="held-out")
+    ax_s.set_title(f"Scale: {chain_net} along its init chain", fontsize=10)
+    for ax in (ax_d, ax_s):
+        ax.set_xlabel("epoch (a fine-tune continues its parent's count)" if ax is ax_s else "epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, frameon=False)
+        else:
+            ax.text(0.5, 0.5, NOT_RUN, transform=ax.transAxes, ha="center", color="grey")
+    ax_d.set_ylabel("top-1 error (%)")
+    fig.tight_layout()
+    return fig
+
+
+def fit_notes(runs: pd.DataFrame, chain_net: str = "D") -> str:
+    """Two paragraphs for the claims chapter, in numbers from ``fit_table`` and the
+    histories: do the deeper nets fit their training crops better than B, and what happens
+    to ``chain_net``'s training error when it is fine-tuned at a larger scale. Empty when
+    the runs it needs are missing."""
+    t = fit_table(runs).set_index(["net", "training S"])
+    h = _chain_histories(runs)
+    out = []
+
+    def train(net, scale="256"):
+        return t.loc[(net, scale), "train top-1 (%)"] if (net, scale) in t.index else None
+
+    b, deep = train("B"), {n: train(n) for n in ("D", "E") if train(n) is not None}
+    if b is not None and deep:
+        listed = ", ".join(f"{n} {v:.1f}%" for n, v in deep.items())
+        how = {n: "more closely than" if v < b - 1.0 else "less closely than" if v > b + 1.0
+               else "as closely as" for n, v in deep.items()}
+        groups = {}
+        for n, phrase in how.items():
+            groups.setdefault(phrase, []).append(n)
+        fit = "; ".join(f"{' and '.join(ns)} fit{'s' if len(ns) == 1 else ''} them {phrase} B"
+                        for phrase, ns in groups.items())
+        if "more closely than" in groups:
+            reading = ("depth does buy fit; whether it also buys accuracy on unseen images is what "
+                       "the verdicts above test.")
+        else:
+            reading = ("extra depth buys no extra fit, and a deeper net could beat B only through a "
+                       "better inductive bias; where the verdicts on depth above are *contradicted* "
+                       "or *inconclusive*, that bias did not show.")
+        s256 = runs[runs["train_scale"] == "256"]
+
+        def med(col, fmt):
+            return format(s256[col].median(), fmt) if col in s256 and s256[col].notna().any() else "?"
+        setting = (f"At {med('model.width', 'g')}× the paper's widths, on {med('model.crop', '.0f')}-pixel "
+                   f"crops of {med('data.n_train', ',.0f')} images and in {med('train.epochs', '.0f')} epochs")
+        out.append(
+            f"**Depth.** At S = 256 the last epoch's error on the training crops is B {b:.1f}%, "
+            f"{listed} (means over seeds, a point either way counting as the same; left panel "
+            f"below): {fit}. {setting}, {reading}")
+
+    d = h[h["net"] == chain_net]
+    first = d.sort_values("epoch").groupby("train_scale")
+    if {"256", "384"} <= set(d["train_scale"]):
+        start = first.head(1).groupby("train_scale")["train_top1_err"].mean()
+        end = first.tail(1).groupby("train_scale")[["train_top1_err", "holdout_top1_err"]].mean()
+        jitter = (f"; at jittered S it ends at {end.loc['256-512', 'train_top1_err']:.1f}% "
+                  f"({end.loc['256-512', 'holdout_top1_err']:.1f}% held out)" if "256-512" in end.index else "")
+        jitter += "; the right panel below shows the chain"
+        ft = d[d["train_scale"] == "384"]
+        last_lr = ft[ft["lr"] == ft.groupby("run")["lr"].transform("min")]
+        held_last = last_lr.groupby("epoch")["holdout_top1_err"].mean()
+        n_ft = int(ft.groupby("run")["epoch"].max().median())
+        out.append(
+            f"**Scale.** {chain_net} ends its S = 256 training at {end.loc['256', 'train_top1_err']:.1f}% "
+            f"error on its training crops ({end.loc['256', 'holdout_top1_err']:.1f}% held out). Fine-tuned "
+            f"at S = 384 it starts at {start.loc['384']:.1f}% on the new, more zoomed-in crops and ends "
+            f"at {end.loc['384', 'train_top1_err']:.1f}% ({end.loc['384', 'holdout_top1_err']:.1f}% held "
+            f"out, at the run's own scale){jitter}. Over the fine-tune's last {len(held_last)} "
+            f"epochs, at its last learning rate, the held-out error stayed between {held_last.min():.1f}% "
+            f"and {held_last.max():.1f}%: more epochs at that rate would not close the gap. The larger "
+            f"scale is a harder task at this resolution, and the paper's fine-tune from the S = 256 "
+            f"weights (Sect. 3.1, lr 10⁻³; our {n_ft} epochs) does not make up for it. Whether a longer fine-tune at a higher learning rate would is left open: it "
+            f"would change the paper's protocol.")
+    return "\n\n".join(out)
+
+
 # --- compute and provenance ------------------------------------------------------------
 
 def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
