@@ -316,9 +316,9 @@ def test_fit_table_and_notes_read_the_init_chain(tmp_path):
     # the study's order, and a fine-tune's epochs follow its parent's: 3, 3 + 4, 3 + 4 + 2
     assert list(zip(t["net"], t["training S"])) == [("B", "256"), ("D", "256"), ("D", "384"),
                                                     ("D", "[256;512]"), ("E", "256")]
-    assert t["epochs in chain"].tolist() == [3, 3, 7, 9, 3]
+    assert t["chain epochs"].tolist() == [3, 3, 7, 9, 3]
     d384 = t.iloc[2]
-    assert d384["train top-1 (%)"] == 30.5 and d384["gap (points)"] == -0.5
+    assert d384["train (%)"] == 30.5 and d384["gap"] == -0.5
     notes = R.fit_notes(runs)
     # D within a point of B counts as the same fit; E is three points worse
     assert "B 20.0%, D 20.5%, E 23.0%" in notes

@@ -688,8 +688,7 @@ def fit_table(runs: pd.DataFrame) -> pd.DataFrame:
     between them. A net that ends with a high training error underfits its crops: it cannot
     be expected to generalise better than one that fits them."""
     h = _chain_histories(runs)
-    cols = ["net", "training S", "seeds", "epochs in chain", "train top-1 (%)", "held-out top-1 (%)",
-            "gap (points)"]
+    cols = ["net", "training S", "seeds", "chain epochs", "train (%)", "held-out (%)", "gap"]
     if not len(h):
         return pd.DataFrame(columns=cols)
     last = h.sort_values("epoch").groupby("run").tail(1)
@@ -711,7 +710,7 @@ def fit_plot(runs: pd.DataFrame, depth_nets=("A", "B", "C", "D", "E"), chain_net
     import matplotlib.pyplot as plt
 
     h = _chain_histories(runs)
-    fig, (ax_d, ax_s) = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    fig, (ax_d, ax_s) = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for net in depth_nets:
         d = h[(h["net"] == net) & (h["train_scale"] == "256")]
         if len(d):
@@ -729,7 +728,7 @@ def fit_plot(runs: pd.DataFrame, depth_nets=("A", "B", "C", "D", "E"), chain_net
         ax.set_xlabel("epoch (a fine-tune continues its parent's count)" if ax is ax_s else "epoch")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize=8, frameon=False)
         else:
             ax.text(0.5, 0.5, NOT_RUN, transform=ax.transAxes, ha="center", color="grey")
     ax_d.set_ylabel("top-1 error (%)")
@@ -747,7 +746,7 @@ def fit_notes(runs: pd.DataFrame, chain_net: str = "D") -> str:
     out = []
 
     def train(net, scale="256"):
-        return t.loc[(net, scale), "train top-1 (%)"] if (net, scale) in t.index else None
+        return t.loc[(net, scale), "train (%)"] if (net, scale) in t.index else None
 
     b, deep = train("B"), {n: train(n) for n in ("D", "E") if train(n) is not None}
     if b is not None and deep:
