@@ -336,3 +336,25 @@ def test_fit_table_and_notes_read_the_init_chain(tmp_path):
     notes = R.fit_notes(R.load_runs("cpu", tmp_path)[0])
     assert "E fits them more closely than B" in notes and "depth does buy fit" in notes
     assert R.fit_notes(runs.iloc[:0]) == "" and R.fit_table(runs.iloc[:0]).empty
+
+
+def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
+    write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["A"])  # A-S256-s0: 4 epochs, 30 s of evaluation
+    pilot = tmp_path / "cpu-pilot" / "A-S256-s0"
+    shutil.copytree(tmp_path / "cpu" / "A-S256-s0", pilot)
+    m = json.loads((pilot / "metrics.json").read_text())
+    m["reevaluated"] = [{"eval_seconds": 30.0}]  # its first evaluation was overwritten
+    (pilot / "metrics.json").write_text(json.dumps(m))
+    failed = tmp_path / "cpu-pilot" / "B-S256-s0"  # no metrics: a stopped run's epochs count
+    failed.mkdir()
+    _history(failed, [80, 70], [80, 75], [0.01, 0.01])
+    (tmp_path / "cpu-pilot" / "README.md").write_text("notes")
+    t = R.study_compute(tmp_path).set_index("runs folder")
+    # the fake histories' epochs take 30, 60, 90 and 120 s
+    assert t.loc["runs/cpu", ["runs", "complete", "epochs"]].tolist() == [1, 1, 4]
+    assert t.loc["runs/cpu", "train (h)"] == pytest.approx(300 / 3600)
+    assert t.loc["runs/cpu", "eval (h)"] == pytest.approx(30 / 3600)
+    assert t.loc["runs/cpu-pilot", ["runs", "complete", "epochs"]].tolist() == [2, 1, 6]
+    assert t.loc["runs/cpu-pilot", "train (h)"] == pytest.approx(420 / 3600)
+    assert t.loc["runs/cpu-pilot", "eval (h)"] == pytest.approx(60 / 3600)
+    assert t.loc["total", "total (h)"] == pytest.approx((300 + 30 + 420 + 60) / 3600)

@@ -821,6 +821,41 @@ def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def study_compute(runs_dir=None) -> pd.DataFrame:
+    """The compute behind the book, per folder under runs/ (the study, and the pilots and
+    plateau-rule runs kept as evidence) and in total: training read from every run's
+    history.csv (failed and unfinished runs included; their epochs were spent too) and
+    evaluation from metrics.json. A re-evaluated run's first evaluation was overwritten; it
+    is counted at the cost of the re-evaluation (the same protocols on the same images)."""
+    rows = []
+    for group in sorted(p for p in runs_root(runs_dir).iterdir() if p.is_dir()):
+        folders = [f for f in sorted(group.iterdir()) if (f / "history.csv").exists() or (f / "metrics.json").exists()]
+        if not folders:
+            continue
+        train = ev = 0.0
+        epochs = complete = 0
+        for f in folders:
+            try:
+                h = pd.read_csv(f / "history.csv")
+                train, epochs = train + float(h["seconds"].sum()), epochs + len(h)
+            except (OSError, ValueError, KeyError, pd.errors.ParserError):
+                pass
+            try:
+                m = _read_metrics(f / "metrics.json")
+            except (OSError, ValueError):
+                continue
+            complete += m.get("status") == "complete"
+            ev += float(m.get("eval_seconds") or 0.0) * (1 + len(m.get("reevaluated", [])))
+        rows.append({"runs folder": f"runs/{group.name}", "runs": len(folders), "complete": complete,
+                     "epochs": epochs, "train (h)": train / 3600, "eval (h)": ev / 3600})
+    out = pd.DataFrame(rows, columns=["runs folder", "runs", "complete", "epochs", "train (h)", "eval (h)"])
+    if len(out):
+        total = out.drop(columns="runs folder").sum()
+        out = pd.concat([out, pd.DataFrame([{"runs folder": "total", **total.to_dict()}])], ignore_index=True)
+    out["total (h)"] = out["train (h)"] + out["eval (h)"]
+    return out.astype({"runs": int, "complete": int, "epochs": int})
+
+
 def versions() -> pd.DataFrame:
     """Versions of the packages the book and the runs use."""
     from importlib.metadata import PackageNotFoundError, version
