@@ -273,3 +273,45 @@ def test_dense_evaluation_centres_its_windows(model):
         top_left = F.softmax(vgg.to_dense(model)(x), dim=1)[0].numpy()
     np.testing.assert_allclose(p, centred, rtol=1e-5, atol=1e-6)
     assert not np.allclose(p, top_left, atol=1e-4)
+
+
+def test_dense_context_scores_each_window_in_the_dense_pass_and_as_a_crop(model):
+    from vgg.evaluate import centre_crop, centre_windows, dense_context
+    imgs = _images(sizes=((37, 50), (45, 33), (64, 90), (50, 50), (33, 60), (70, 40)), seed=3)
+    # At q = crop there is one window, the centre crop itself: all five measures agree.
+    one = dense_context(model, imgs, CROP, MEAN, progress=False)
+    assert one["n_windows"] == one["n_images"] == 6
+    assert len({one[k] for k in ("window_in_dense", "window_as_crop", "dense", "crops_on_grid", "centre_crop")}) == 1
+    # At q = 2 crops, each image has 2 x 2 or more windows; a loop over them gives the same counts.
+    q = 2 * CROP
+    got = dense_context(model, imgs, q, MEAN, batch_size=2, progress=False)
+    dense = vgg.to_dense(model).eval()
+    model.eval()
+    wrong = dict(window_in_dense=0, window_as_crop=0, dense=0, crops_on_grid=0, centre_crop=0)
+    n_win = 0
+    with torch.inference_mode():
+        for img, y in zip(imgs.images, imgs.labels.tolist()):
+            x = data.normalize(data.rescale(img, q)[None], torch.as_tensor(MEAN))
+            xt = centre_windows(x)
+            sm = dense.score_map(xt)[0]
+            h, w = sm.shape[-2:]
+            crop_probs = []
+            for a in range(h):
+                for b in range(w):
+                    s = model(xt[:, :, 32 * a:32 * a + CROP, 32 * b:32 * b + CROP])[0]
+                    wrong["window_as_crop"] += int(s.argmax() != y)
+                    wrong["window_in_dense"] += int(sm[:, a, b].argmax() != y)
+                    crop_probs.append(F.softmax(s, 0))
+                    n_win += 1
+            wrong["dense"] += int(sm.mean((1, 2)).argmax() != y)
+            wrong["crops_on_grid"] += int(torch.stack(crop_probs).mean(0).argmax() != y)
+            wrong["centre_crop"] += int(model(centre_crop(x[0], CROP)[None])[0].argmax() != y)
+    assert got["n_windows"] == n_win > 4 * len(imgs.images) - 1
+    for k, v in wrong.items():
+        div = n_win if k.startswith("window") else len(imgs.images)
+        assert got[k] == pytest.approx(100 * v / div), k
+    # dense without the flip, as dense_probs computes it
+    p = dense_probs(model, imgs, q, MEAN, flip=False, progress=False)
+    assert got["dense"] == pytest.approx(100 * np.mean(p.argmax(1) != imgs.labels.numpy()))
+    with pytest.raises(ValueError, match="pass a vgg.data.Images"):
+        dense_context(model, list(imgs.images), q, MEAN, progress=False)

@@ -278,6 +278,17 @@ def test_reevaluation_redoes_only_the_evaluation_and_reproduces_it(train_data, t
     assert again["reevaluated"][0]["from_version"] == 1 and not needs_reevaluation(out)
     assert again["reevaluated"][0]["top1_err_before"] == {k: v["top1_err"] for k, v in first["eval"].items()}
 
+    # the dense-context diagnostic, from the same checkpoint: its centre crop is the run's own
+    cli = subprocess.run([sys.executable, "-m", "vgg", "dense-context", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    assert "A-S256-s0 at Q=256: window_in_dense" in cli.stdout
+    rec = json.loads((out / "dense_context_Q256.json").read_text())
+    assert rec["q"] == 256 and rec["every"] == 1 and rec["top1_err"]["n_images"] == again["data"]["n_val"]
+    assert rec["top1_err"]["centre_crop"] == pytest.approx(again["eval"]["centre-crop@256"]["top1_err"], abs=0.01)
+    assert json.loads((out / "metrics.json").read_text()) == again  # the run's record is untouched
+    bad = subprocess.run([sys.executable, "-m", "vgg", "dense-context", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "not run folders" in bad.stderr
+
     (out / "checkpoint.pt").unlink()
     with pytest.raises(FileNotFoundError, match="checkpoints are not in git"):
         reevaluate(out)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vgg run|study|reevaluate|bench|data`` (see README.md)."""
+"""Command line: ``python -m vgg run|study|reevaluate|dense-context|bench|data`` (see README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                                            "under an older protocol)")
     e.add_argument("--profile", default="cpu")
     e.add_argument("--runs-dir", default="runs")
+
+    c = sub.add_parser("dense-context", help="score each dense window in the dense pass and as a crop "
+                                             "(why dense evaluation loses to crops at a small scale)")
+    c.add_argument("runs", nargs="+", help="finished run folders (with their checkpoints)")
+    c.add_argument("--q", type=int, default=None, help="test scale in paper pixels (default the run's single Q)")
+    c.add_argument("--every", type=int, default=1, help="every n-th validation image (default all)")
 
     b = sub.add_parser("bench", help="speed benchmarks (not tests)")
     b.add_argument("what", choices=["data", "train", "eval", "lrn"])
@@ -97,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         for f in folders:
             m = reevaluate(f)
             print(f"{f.name}: " + ", ".join(f"{k} {v['top1_err']:.2f}" for k, v in m["eval"].items()), flush=True)
+        return 0
+    if args.cmd == "dense-context":
+        from pathlib import Path
+
+        from .run import measure_dense_context
+
+        bad = [r for r in args.runs if not (Path(r) / "metrics.json").exists()]
+        if bad:
+            print(f"not run folders (no metrics.json): {', '.join(bad)}", file=sys.stderr)
+            return 2
+        for r in args.runs:
+            rec = measure_dense_context(r, q=args.q, every=args.every)
+            print(f"{rec['run']} at Q={rec['q']}: " + ", ".join(f"{k} {v:.1f}" for k, v in rec["top1_err"].items()
+                                                         if not k.startswith("n_")), flush=True)
         return 0
     if args.cmd == "bench":
         from .bench import BENCHES

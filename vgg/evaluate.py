@@ -32,7 +32,7 @@ from .model import DOWNSAMPLE, VGG, to_dense
 from .profiles import test_scales
 from .stats import bootstrap_ci, errors, topk_correct
 
-__all__ = ["dense_probs", "multi_scale_probs", "crop_grid", "multi_crop_probs", "combine",
+__all__ = ["dense_probs", "dense_context", "multi_scale_probs", "crop_grid", "multi_crop_probs", "combine",
            "save_probs", "load_probs", "fuse", "evaluate_run", "PROTOCOLS"]
 
 PROTOCOLS = ("dense@<Q>", "centre-crop@<Q>", "multi-scale", "multi-crop", "multi-crop+dense")
@@ -203,6 +203,56 @@ def dense_probs(model: VGG, images, q: int, mean, *, flip: bool = True, batch_si
             out[idx] = p.cpu().numpy()
             bar.update(len(idx))
     return out
+
+
+def dense_context(model: VGG, images, q: int, mean, *, batch_size: int = 64, device="cpu",
+                  progress: bool = True) -> dict:
+    """Why dense evaluation can lose to crops at a small scale: every window of the dense
+    net (Sect. 3.2) scored twice. *In the dense pass* its convolutions see the neighbouring
+    image across the window's border; *as a crop* the same region is cut out and run through
+    the standard net, with the zero padding of training at its border. The paper names this
+    difference as why multi-crop complements dense evaluation (Sect. 3.2: crops are
+    zero-padded, dense evaluation sees real context). At its sizes the crop's last feature
+    map is 7x7; at the cpu profile's it is 2x2, so every position of it is at the border.
+
+    Images are rescaled to short side ``q`` (real pixels) and trimmed as in ``dense_probs``
+    (``centre_windows``); no flip. Returns top-1 errors in percent: ``window_in_dense`` and
+    ``window_as_crop`` (over all windows of all images), ``dense`` (the score map averaged:
+    dense evaluation without the flip), ``crops_on_grid`` (the window crops' softmax
+    outputs averaged), ``centre_crop``; and ``n_images``, ``n_windows``."""
+    _check_model(model)
+    (q,) = _check_scales([q], model)
+    imgs = _image_list(images)
+    labels = getattr(images, "labels", None)
+    if labels is None or len(labels) != len(imgs):
+        raise ValueError("dense_context scores against labels: pass a vgg.data.Images, not bare images")
+    labels = torch.as_tensor(labels)
+    mean_t, device = _mean_tensor(mean), _device(model, device)
+    dense, crop = to_dense(model), model.crop
+    wrong = dict(window_in_dense=0, window_as_crop=0, dense=0, crops_on_grid=0, centre_crop=0)
+    n_windows = 0
+    with _eval_mode(model), _progress(len(imgs), f"dense context Q={q}px", progress) as bar:
+        for idx in _batches_by_shape(_rescaled_shapes(imgs, q), batch_size):
+            y = labels[idx].to(device)
+            full = _normalize(torch.stack([rescale(imgs[i], q) for i in idx]), mean_t, device)
+            x = centre_windows(full)
+            scores = dense.score_map(x)  # [B, classes, h, w]: one column per window
+            b, k, h, w = scores.shape
+            # The same windows as crops: 32 px apart (the net's stride), crop px wide.
+            crops = x.unfold(2, crop, DOWNSAMPLE).unfold(3, crop, DOWNSAMPLE)  # [B, 3, h, w, crop, crop]
+            crops = crops.permute(0, 2, 3, 1, 4, 5).reshape(b * h * w, 3, crop, crop)
+            crop_scores = model(crops).reshape(b, h * w, k)
+            win_scores = scores.flatten(2).transpose(1, 2)  # [B, h*w, classes]
+            wrong["window_in_dense"] += int((win_scores.argmax(-1) != y[:, None]).sum())
+            wrong["window_as_crop"] += int((crop_scores.argmax(-1) != y[:, None]).sum())
+            wrong["dense"] += int((scores.mean(dim=(-2, -1)).argmax(-1) != y).sum())
+            wrong["crops_on_grid"] += int((F.softmax(crop_scores, -1).mean(1).argmax(-1) != y).sum())
+            centre = torch.stack([centre_crop(im, crop) for im in full])
+            wrong["centre_crop"] += int((model(centre).argmax(-1) != y).sum())
+            n_windows += b * h * w
+            bar.update(len(idx))
+    per = {k: (n_windows if k.startswith("window") else len(imgs)) for k in wrong}
+    return {k: 100.0 * v / per[k] for k, v in wrong.items()} | dict(n_images=len(imgs), n_windows=n_windows)
 
 
 def score_map_side(side: int, crop: int, pools: int = 5) -> tuple[int, int]:

@@ -193,6 +193,46 @@ def reevaluate(out_dir: str | Path, progress: bool = True) -> dict:
     return m
 
 
+def dense_context_file(q: int) -> str:
+    return f"dense_context_Q{q}.json"
+
+
+def measure_dense_context(out_dir: str | Path, q: int | None = None, every: int = 1,
+                          progress: bool = True) -> dict:
+    """``vgg.evaluate.dense_context`` for a finished run, from its checkpoint, at test scale
+    ``q`` (paper pixels; default the run's single test scale, Q = S or 384 for jittered S)
+    on every ``every``-th validation image. Writes ``dense_context_Q<q>.json`` into the run
+    folder (with the commit, the time and the seconds it took) and returns it; the run's own
+    record is untouched."""
+    from .evaluate import dense_context
+    from .profiles import test_scales
+
+    out = Path(out_dir)
+    m = read_metrics(out)
+    if not m or m.get("status") != "complete":
+        raise ValueError(f"{out} is not a complete run (no metrics.json with status 'complete')")
+    if not (out / CHECKPOINT).exists():
+        raise FileNotFoundError(f"{out} has no {CHECKPOINT}: checkpoints are not in git, so this can be "
+                                f"measured only where the run was trained")
+    if every < 1:
+        raise ValueError(f"every must be >= 1 (every n-th validation image), got {every}")
+    cfg = RunConfig.from_dict(m["config"])
+    q = q or test_scales(cfg.train_scale)["single"][0]
+    model = build(cfg.net, num_classes=m["model"]["num_classes"], width=cfg.prof.width, crop=cfg.prof.crop)
+    load_weights(out, model)  # before the data: a mismatch fails in a second
+    _, _, val, _, _, stats = _load_data(cfg, progress)
+    if every > 1:
+        val = val.subset(torch.arange(0, len(val), every))
+    t0 = time.perf_counter()
+    result = dense_context(model, val, cfg.prof.px(q), stats.mean,
+                           device=pick_device(cfg.device, cfg.threads), progress=progress)
+    record = dict(run=m["run"], net=cfg.net, train_scale=cfg.train_scale, seed=cfg.seed, q=q,
+                  q_px=cfg.prof.px(q), every=every, top1_err=result, commit=git_commit(),
+                  when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.perf_counter() - t0, 1))
+    write_json(out / dense_context_file(q), record)
+    return record
+
+
 def _recipe(cfg: RunConfig) -> dict:
     """What shapes training, with the profile's defaults filled in: a checkpoint made under
     other values (a changed profile included) is not resumed."""
