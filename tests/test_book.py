@@ -358,3 +358,31 @@ def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
     assert t.loc["runs/cpu-pilot", "train (h)"] == pytest.approx(420 / 3600)
     assert t.loc["runs/cpu-pilot", "eval (h)"] == pytest.approx(60 / 3600)
     assert t.loc["total", "total (h)"] == pytest.approx((300 + 30 + 420 + 60) / 3600)
+
+
+def test_dense_gap_and_context_tables_and_the_claims_they_bear_on(tmp_path):
+    folders = {f.name: f for f in write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["C", "D"])}
+    runs, _ = R.load_runs("cpu", tmp_path)
+    g = R.dense_gap_table(runs)
+    assert list(zip(g["net"], g["training S"], g["Q"])) == [
+        ("C", "256", 256), ("C", "384", 384), ("C", "[256;512]", 384),
+        ("D", "256", 256), ("D", "384", 384), ("D", "[256;512]", 384)]
+    m = json.loads((folders["D-S384-s0"] / "metrics.json").read_text())["eval"]
+    row = g.iloc[4]
+    assert row["dense − crop"] == pytest.approx(m["dense@384"]["top1_err"] - m["centre-crop@384"]["top1_err"])
+    assert R.dense_claims() == ["Jittered S beats fixed S (D)", "Multi-scale testing helps (D, jittered S)",
+                                "Multi-crop at least as good as dense (D)", "Multi-crop & dense is best (D)",
+                                "Fusion helps (D+E vs E, multi-crop & dense)", "E ≈ D (depth saturates at 19 layers)"]
+    notes = R.dense_notes(runs)
+    assert f"D (S = 384) {row['dense − crop']:+.1f}" in notes and "6 claims rest on dense evaluation" in notes
+    assert R.dense_notes(runs[runs["train_scale"] == "256"]) == ""
+    # dense-context records: read in the study's order, a half-written one skipped
+    for name, q, win in (("D-S384-s0", 384, 45.0), ("C-S384-s0", 384, 40.0)):
+        e = dict(window_in_dense=win, window_as_crop=35.0, dense=28.0, crops_on_grid=21.0, centre_crop=27.0,
+                 n_images=100, n_windows=600)
+        (folders[name] / f"dense_context_Q{q}.json").write_text(json.dumps(
+            dict(run=name, net=name[0], train_scale="384", seed=0, q=q, top1_err=e)))
+    (folders["D-S256-s0"] / "dense_context_Q256.json").write_text('{"run": "D-S25')
+    t = R.dense_context_table("cpu", tmp_path)
+    assert t["run"].tolist() == ["C-S384-s0", "D-S384-s0"]
+    assert t["window in dense pass (%)"].tolist() == [40.0, 45.0] and t["images"].tolist() == [100, 100]

@@ -664,6 +664,13 @@ def plot_histories(h: pd.DataFrame, ncols: int = 4):
 SCALE_ORDER = ("256", "384", "256-512")  # the paper's initialisation chain (Sect. 3.1)
 
 
+def _study_rank(net: str, train_scale: str) -> int:
+    """Where (net, training scale) comes in the study's plan (vgg.study.plan), for sorting
+    tables the way the paper's tables run; unknown pairs last."""
+    order = {(p.net, p.train_scale): i for i, p in enumerate(plan(1))}
+    return order.get((net, train_scale), len(order))
+
+
 def _chain_histories(runs: pd.DataFrame) -> pd.DataFrame:
     """``histories`` with the net, scale and seed of each run, and ``chain_epoch``: the epoch
     counted from the start of the init chain (a fine-tune's epochs follow its parent's)."""
@@ -696,8 +703,7 @@ def fit_table(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"), epochs=("chain_epoch", "median"),
         train=("train_top1_err", "mean"), held=("holdout_top1_err", "mean")).reset_index()
     g["gap"] = g["held"] - g["train"]
-    order = {(p.net, p.train_scale): i for i, p in enumerate(plan(1))}  # the study's order
-    g = g.iloc[np.argsort([order.get(k, len(order)) for k in zip(g["net"], g["train_scale"])], kind="stable")]
+    g = g.iloc[np.argsort([_study_rank(*k) for k in zip(g["net"], g["train_scale"])], kind="stable")]
     g["train_scale"] = g["train_scale"].map(_scale_label)
     g = g.rename(columns=dict(zip(["net", "train_scale", "seeds", "epochs", "train", "held", "gap"], cols)))
     return g[cols]
@@ -802,6 +808,37 @@ def fit_notes(runs: pd.DataFrame, chain_net: str = "D") -> str:
     return "\n\n".join(out)
 
 
+def dense_claims() -> list[str]:
+    """The claims with dense evaluation at Q >= 384 on at least one side (dense@384,
+    multi-scale or multi-crop+dense of an S = 384 or jittered-S net)."""
+    def dense_at_384(side):
+        _, scale, protocol = side
+        return scale in ("384", "256-512") and (protocol.startswith("dense") or protocol in ("multi-scale", "multi-crop+dense"))
+    return [name for name, _, better, worse, *_ in CLAIMS if dense_at_384(better) or dense_at_384(worse)]
+
+
+def dense_notes(runs: pd.DataFrame) -> str:
+    """A paragraph for the claims chapter: dense evaluation against a centre crop of the same
+    net at the same Q (``dense_gap_table``), and the claims that rest on dense evaluation at
+    Q = 384. Empty without a run evaluated at Q = 384."""
+    g = dense_gap_table(runs)
+    big, small = g[g["Q"] >= 384], g[g["Q"] < 384]
+    if not len(big):
+        return ""
+    listed = ", ".join(f"{r['net']} (S = {r['training S']}) {r['dense − crop']:+.1f}" for _, r in big.iterrows())
+    at256 = (f" (at Q = 256 it ranges from {small['dense − crop'].min():+.1f} to {small['dense − crop'].max():+.1f})"
+             if len(small) else "")
+    names = dense_claims()
+    return (f"**Dense evaluation.** At Q = 384, dense evaluation minus one centre crop of the same net, "
+            f"in points of top-1 error (means over seeds): {listed}{at256}. The protocol chapter traces "
+            f"the gap to the dense windows seeing image context where the training crops had zero "
+            f"padding, which at our scale reaches every position of the last feature map "
+            f"(`python -m vgg dense-context`). {len(names)} claims rest on dense evaluation at Q = 384 "
+            f"on at least one side: " + "; ".join(f"*{n}*" for n in names)
+            + ". Where the gap is large, they measure how a net copes with that context as much as how "
+              "good it is.")
+
+
 # --- compute and provenance ------------------------------------------------------------
 
 def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -886,6 +923,53 @@ def reevaluation_table(profile: str = "cpu", runs_dir=None) -> pd.DataFrame:
                              "top-1 before": before, "top-1 after": after,
                              "change": None if after is None else round(after - before, 2)})
     return pd.DataFrame(rows, columns=["run", "protocol", "version", "top-1 before", "top-1 after", "change"])
+
+
+def dense_gap_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per net and training scale (means over seeds): top-1 error of dense evaluation and of
+    one centre crop at the run's single test scale Q, and dense minus centre crop. The
+    centre crop is the control: the same net, the same Q, no dense windows."""
+    cols = ["net", "training S", "Q", "seeds", "dense (%)", "centre crop (%)", "dense − crop"]
+    rows = []
+    for _, r in runs.iterrows():
+        for col in r.index:
+            if col.startswith("eval.dense@") and col.endswith(".top1_err"):
+                q = col[len("eval.dense@"):-len(".top1_err")]
+                crop = r.get(f"eval.centre-crop@{q}.top1_err")
+                if pd.notna(r[col]) and crop is not None and pd.notna(crop):
+                    rows.append(dict(net=r["net"], train_scale=r["train_scale"], q=int(q), seed=r["seed"],
+                                     dense=float(r[col]), crop=float(crop)))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    d = pd.DataFrame(rows)
+    g = d.groupby(["net", "train_scale", "q"], sort=False).agg(
+        seeds=("seed", "nunique"), dense=("dense", "mean"), crop=("crop", "mean")).reset_index()
+    g["gap"] = g["dense"] - g["crop"]
+    g = g.iloc[np.argsort([_study_rank(*k) for k in zip(g["net"], g["train_scale"])], kind="stable")]
+    g["train_scale"] = g["train_scale"].map(_scale_label)
+    g.columns = cols
+    return g.reset_index(drop=True)
+
+
+def dense_context_table(profile: str, runs_dir=None) -> pd.DataFrame:
+    """Every ``dense_context_Q<q>.json`` under runs/<profile>/ (``python -m vgg dense-context``):
+    top-1 error of each dense window scored in the dense pass and as the same region cut out
+    as a crop, of dense evaluation and of those crops averaged (both without the flip), and
+    of the centre crop."""
+    cols = ["run", "Q", "images", "window in dense pass (%)", "same window as crop (%)",
+            "dense, no flip (%)", "window crops averaged (%)", "centre crop (%)"]
+    rows = []
+    for f in (runs_root(runs_dir) / profile).glob("*/dense_context_Q*.json"):
+        try:
+            r = json.loads(f.read_text())
+            e = r["top1_err"]
+            key = (r["seed"], _study_rank(r["net"], r["train_scale"]), r["q"])
+            rows.append((key, [r["run"], r["q"], e["n_images"], e["window_in_dense"], e["window_as_crop"],
+                               e["dense"], e["crops_on_grid"], e["centre_crop"]]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record being written, or an older format: not a result
+    rows = [row for _, row in sorted(rows, key=lambda kr: kr[0])]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def dense_windows(profile: str = "cpu", aspect: float = 4 / 3) -> pd.DataFrame:
