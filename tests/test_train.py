@@ -284,6 +284,7 @@ def test_reevaluation_redoes_only_the_evaluation_and_reproduces_it(train_data, t
     assert "A-S256-s0 at Q=256: window_in_dense" in cli.stdout
     rec = json.loads((out / "dense_context_Q256.json").read_text())
     assert rec["q"] == 256 and rec["every"] == 1 and rec["top1_err"]["n_images"] == again["data"]["n_val"]
+    assert rec["provenance"]["torch"] == torch.__version__ and rec["commit"]
     assert rec["top1_err"]["centre_crop"] == pytest.approx(again["eval"]["centre-crop@256"]["top1_err"], abs=0.01)
     assert json.loads((out / "metrics.json").read_text()) == again  # the run's record is untouched
     bad = subprocess.run([sys.executable, "-m", "vgg", "dense-context", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)

@@ -202,8 +202,8 @@ def measure_dense_context(out_dir: str | Path, q: int | None = None, every: int 
     """``vgg.evaluate.dense_context`` for a finished run, from its checkpoint, at test scale
     ``q`` (paper pixels; default the run's single test scale, Q = S or 384 for jittered S)
     on every ``every``-th validation image. Writes ``dense_context_Q<q>.json`` into the run
-    folder (with the commit, the time and the seconds it took) and returns it; the run's own
-    record is untouched."""
+    folder (with the commit, the time, the seconds it took and the environment) and returns
+    it; the run's own record is untouched."""
     from .evaluate import dense_context
     from .profiles import test_scales
 
@@ -228,7 +228,8 @@ def measure_dense_context(out_dir: str | Path, q: int | None = None, every: int 
                            device=pick_device(cfg.device, cfg.threads), progress=progress)
     record = dict(run=m["run"], net=cfg.net, train_scale=cfg.train_scale, seed=cfg.seed, q=q,
                   q_px=cfg.prof.px(q), every=every, top1_err=result, commit=git_commit(),
-                  when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.perf_counter() - t0, 1))
+                  when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.perf_counter() - t0, 1),
+                  provenance=environment())
     write_json(out / dense_context_file(q), record)
     return record
 
