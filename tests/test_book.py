@@ -334,8 +334,26 @@ def test_fit_table_and_notes_read_the_init_chain(tmp_path):
     # a deeper net that fits better is said so, and the reading changes with it
     _history(folders["E-S256-s0"], [70, 40, 17.0], [70, 45, 26.0], [0.01, 0.01, 0.001])
     notes = R.fit_notes(R.load_runs("cpu", tmp_path)[0])
-    assert "E fits them more closely than B" in notes and "depth does buy fit" in notes
+    assert "E fits them more closely than B" in notes and "E gains fit from depth" in notes
     assert R.fit_notes(runs.iloc[:0]) == "" and R.fit_table(runs.iloc[:0]).empty
+    # the held-out error over the last lr spread 1 point: flat; S = 384 starts 15.5 points
+    # above S = 256's end and ends 10 above it
+    assert "flat within the held-out slice's noise" in notes
+    assert "(+15.5 points at the first fine-tune epoch)" in notes and "leaves +10.0 of it" in notes
+    # a fine-tune whose parent is not among the runs has no place in the chain
+    chain = R._chain_histories(runs[runs["run"] != "D-S256-s0"])
+    assert chain.loc[chain["run"] == "D-S384-s0", "chain_epoch"].isna().all()
+
+
+def test_fit_notes_average_each_runs_first_and_last_epoch_over_seeds(tmp_path):
+    folders = {f.name: f for f in write_fake_runs(tmp_path, "cpu", seeds=(0, 1), nets=["D"])}
+    for seed, start, end, n in ((0, 36.0, 30.0, 4), (1, 40.0, 32.0, 6)):
+        _history(folders[f"D-S256-s{seed}"], [60, 20.0], [60, 25.0], [0.01, 0.001])
+        errs = [start] + [34.0] * (n - 2) + [end]
+        _history(folders[f"D-S384-s{seed}"], errs, [30.0] * n, [1e-3] * (n - 1) + [1e-4])
+    notes = R.fit_notes(R.load_runs("cpu", tmp_path)[0])
+    # seeds of unequal length (the plateau rule): each run's own first and last epoch, averaged
+    assert "starts at 38.0%" in notes and "ends at 31.0%" in notes
 
 
 def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
@@ -358,6 +376,7 @@ def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
     assert t.loc["runs/cpu-pilot", "train (h)"] == pytest.approx(420 / 3600)
     assert t.loc["runs/cpu-pilot", "eval (h)"] == pytest.approx(60 / 3600)
     assert t.loc["total", "total (h)"] == pytest.approx((300 + 30 + 420 + 60) / 3600)
+    assert R.study_compute(tmp_path / "nowhere").empty
 
 
 def test_dense_gap_and_context_tables_and_the_claims_they_bear_on(tmp_path):
@@ -386,3 +405,8 @@ def test_dense_gap_and_context_tables_and_the_claims_they_bear_on(tmp_path):
     t = R.dense_context_table("cpu", tmp_path)
     assert t["run"].tolist() == ["C-S384-s0", "D-S384-s0"]
     assert t["window in dense pass (%)"].tolist() == [40.0, 45.0] and t["images"].tolist() == [100, 100]
+    notes = R.dense_context_notes(t)
+    assert notes.startswith("In 2 of the 2 measurements the same region scores better as a crop")
+    assert "by +5.0 to +10.0 at Q = 384 (points of top-1)" in notes and "In 2 of them the window crops" in notes
+    assert R.dense_context_notes(t.iloc[:0]) == ""
+    assert "4×4 last feature map" not in notes and "2×2 last feature map" in R.dense_notes(runs)

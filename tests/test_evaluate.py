@@ -315,3 +315,24 @@ def test_dense_context_scores_each_window_in_the_dense_pass_and_as_a_crop(model)
     assert got["dense"] == pytest.approx(100 * np.mean(p.argmax(1) != imgs.labels.numpy()))
     with pytest.raises(ValueError, match="pass a vgg.data.Images"):
         dense_context(model, list(imgs.images), q, MEAN, progress=False)
+
+
+def test_dense_context_cuts_the_crops_one_stride_apart_and_one_crop_wide():
+    """With a 64 px crop (a 2x2 last feature map, the cpu profile's) the windows overlap: 32 px
+    apart, 64 wide. The crops scored against each label must be exactly those regions (with
+    a crop equal to the stride, as in the test above, a mix-up of the two would not show)."""
+    from vgg.evaluate import centre_windows, dense_context
+    torch.manual_seed(1)
+    net = vgg.build("A", num_classes=4, width=0.125, crop=64).eval()
+    img = _img(96, 160, seed=7)  # rescaled to q = 96: 96 x 160, a 2 x 4 score map
+    x = centre_windows(data.normalize(data.rescale(img, 96)[None], torch.as_tensor(MEAN)))
+    with torch.inference_mode():
+        crops = [net(x[:, :, 32 * a:32 * a + 64, 32 * b:32 * b + 64])[0] for a in range(2) for b in range(4)]
+    for i, s in enumerate(crops):
+        # label each window's crop with its own top class: then that one window, as a crop, is right
+        label = int(s.argmax())
+        imgs = data.Images(images=[img], labels=torch.tensor([label]), ids=["x"], classes=list(CLASSES))
+        got = dense_context(net, imgs, 96, MEAN, batch_size=3, progress=False)
+        assert got["n_windows"] == 8
+        expected = 100 * np.mean([int(c.argmax()) != label for c in crops])
+        assert got["window_as_crop"] == pytest.approx(expected), i

@@ -1,5 +1,6 @@
 """The study through papermill: complete run folders, idempotent, resumable, robust."""
 import json
+import statistics
 from typing import Optional
 import subprocess
 import sys
@@ -192,3 +193,30 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--seeds", "1", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout
+
+
+def test_status_prices_a_150_crop_evaluation_only_from_its_own_kind(tmp_path):
+    from vgg.study import progress
+
+    head = "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
+
+    def folder(name, epoch_s, n, eval_s=None):
+        f = tmp_path / "cpu" / name
+        f.mkdir(parents=True)
+        (f / "history.csv").write_text(head + "".join(f"{e},1,50,50,10,0.01,{epoch_s},150\n" for e in range(1, n + 1)))
+        if eval_s is None:
+            (f / "checkpoint.pt").write_bytes(b"")
+        else:
+            (f / "metrics.json").write_text(json.dumps({"status": "complete", "eval_seconds": eval_s}))
+
+    folder("D-S256-s0", 60, 45, eval_s=100)
+    folder("D-S256-512-s0", 90, 15, eval_s=2000)  # with the 150-crop evaluation
+    folder("C-S256-s0", 40, 3)
+    rows = {r["run"]: r for r in progress("cpu", 2, tmp_path)}
+    # D-S384 has no epoch of its own scale yet: D's epochs at any scale price it
+    assert rows["D-S384-s0"]["seconds_left"] == 15 * statistics.median([60] * 45 + [90] * 15)
+    assert rows["D-S256-512-s1"]["seconds_left"] == 15 * 90 and rows["D-S256-512-s1"]["eval_seconds_left"] == 2000
+    # C's jittered run has no 150-crop evaluation: D's does not price it, and nothing else can
+    assert rows["C-S256-512-s0"]["eval_seconds_left"] is None
+    # C at S = 256 is priced at D's S = 256 evaluation, scaled by C's epoch time over D's
+    assert rows["C-S256-s0"]["eval_seconds_left"] == pytest.approx(100 * 40 / statistics.median([60] * 45 + [90] * 15))

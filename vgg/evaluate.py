@@ -219,7 +219,8 @@ def dense_context(model: VGG, images, q: int, mean, *, batch_size: int = 64, dev
     (``centre_windows``); no flip. Returns top-1 errors in percent: ``window_in_dense`` and
     ``window_as_crop`` (over all windows of all images), ``dense`` (the score map averaged:
     dense evaluation without the flip), ``crops_on_grid`` (the window crops' softmax
-    outputs averaged), ``centre_crop``; and ``n_images``, ``n_windows``."""
+    outputs averaged, as multi-crop evaluation averages its crops), ``centre_crop``; and
+    ``n_images``, ``n_windows``."""
     _check_model(model)
     (q,) = _check_scales([q], model)
     imgs = _image_list(images)
@@ -241,7 +242,8 @@ def dense_context(model: VGG, images, q: int, mean, *, batch_size: int = 64, dev
             # The same windows as crops: 32 px apart (the net's stride), crop px wide.
             crops = x.unfold(2, crop, DOWNSAMPLE).unfold(3, crop, DOWNSAMPLE)  # [B, 3, h, w, crop, crop]
             crops = crops.permute(0, 2, 3, 1, 4, 5).reshape(b * h * w, 3, crop, crop)
-            crop_scores = model(crops).reshape(b, h * w, k)
+            # in chunks of batch_size crops: a batch of images holds h*w times as many
+            crop_scores = torch.cat([model(c) for c in crops.split(batch_size)]).reshape(b, h * w, k)
             win_scores = scores.flatten(2).transpose(1, 2)  # [B, h*w, classes]
             wrong["window_in_dense"] += int((win_scores.argmax(-1) != y[:, None]).sum())
             wrong["window_as_crop"] += int((crop_scores.argmax(-1) != y[:, None]).sum())

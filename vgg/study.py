@@ -129,19 +129,20 @@ def _status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoint.pt").exists() else "missing"
 
 
-def _median_price(key: tuple[str, str], samples: dict, epoch_s: dict) -> float | None:
-    """Median of ``samples[key]`` (key = (net, train_scale)); failing that, the median over
-    the other nets at the same training scale, each scaled by the ratio of the nets' median
-    epoch times (the forward and backward passes cost alike, per image, across nets)."""
+def _median_price(key: tuple, samples: dict, epoch_s: dict) -> float | None:
+    """An evaluation's price: the median of ``samples[key]``, key = (net, train_scale,
+    multi_crop); failing that, the median over other nets' evaluations of the same kind
+    (scale and multi-crop), each scaled by the ratio of the nets' median epoch times (the
+    forward pass costs alike, relative to training, across nets)."""
     import statistics
 
     if samples.get(key):
         return statistics.median(samples[key])
-    net, scale = key
+    net, *kind = key
     if net not in epoch_s:
         return None
-    scaled = [x * epoch_s[net] / epoch_s[other] for (other, s), xs in samples.items()
-              if s == scale and other in epoch_s for x in xs]
+    scaled = [x * epoch_s[net] / epoch_s[other] for (other, *k), xs in samples.items()
+              if k == kind and other in epoch_s for x in xs]
     return statistics.median(scaled) if scaled else None
 
 
@@ -153,12 +154,13 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     of what is still to run: ``seconds_left`` for the epochs, ``eval_seconds_left`` for the
     evaluation after them.
 
-    A missing epoch is priced at the median epoch of the same net over every seed and
-    training scale (the run's own epochs included): every scale trains on crops of the same
-    size, so an epoch costs the same. A missing evaluation is priced at the median
-    evaluation of complete runs of the same net and training scale (a jittered run's
-    includes the 150-crop protocol); failing that, at other nets' evaluations at that scale,
-    scaled by the ratio of epoch times. None where there is nothing to price from yet.
+    A missing epoch is priced at the median epoch of the same net and training scale over
+    every seed (the run's own epochs included); failing that, of the same net at any scale
+    (every scale trains on crops of the same size; larger images cost a little more to
+    load). A missing evaluation is priced at the median evaluation of complete runs of the
+    same net, training scale and multi-crop setting (the 150-crop protocol is most of a
+    jittered D's); failing that, at other nets' evaluations of the same kind, scaled by the
+    ratio of epoch times. None where there is nothing to price from yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
     an upper bound."""
     import csv
@@ -177,12 +179,16 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
                 hists[r.name] = list(csv.DictReader(f))
         if _status(folder) == "complete":
             evals[r.name] = float(json.loads((folder / "metrics.json").read_text()).get("eval_seconds") or 0.0)
-    epoch_s, eval_s = {}, {}  # net -> seconds of every epoch; (net, scale) -> evaluation seconds
+    # seconds of every epoch, by (net, scale) and by net; evaluation seconds by (net, scale, multi-crop)
+    scale_s, net_s, eval_s = {}, {}, {}
     for r in runs:
-        epoch_s.setdefault(r.net, []).extend(float(h["seconds"]) for h in hists.get(r.name, []))
+        secs = [float(h["seconds"]) for h in hists.get(r.name, [])]
+        scale_s.setdefault((r.net, r.train_scale), []).extend(secs)
+        net_s.setdefault(r.net, []).extend(secs)
         if evals.get(r.name):
-            eval_s.setdefault((r.net, r.train_scale), []).append(evals[r.name])
-    epoch_s = {k: statistics.median(v) for k, v in epoch_s.items() if v}
+            eval_s.setdefault((r.net, r.train_scale, r.multi_crop), []).append(evals[r.name])
+    scale_s = {k: statistics.median(v) for k, v in scale_s.items() if v}
+    net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
     rows = []
     for r in runs:
@@ -190,10 +196,10 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
         last = hist[-1] if hist else {}
         state = _status(folder)
         cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
-        per_epoch = epoch_s.get(r.net)
+        per_epoch = scale_s.get((r.net, r.train_scale), net_s.get(r.net))
         done = state == "complete"
         left = 0.0 if done else (max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
-        eval_left = 0.0 if done else _median_price((r.net, r.train_scale), eval_s, epoch_s)
+        eval_left = 0.0 if done else _median_price((r.net, r.train_scale, r.multi_crop), eval_s, net_s)
         rows.append(dict(run=r.name, state=state, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
                          holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
