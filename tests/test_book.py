@@ -118,7 +118,14 @@ def test_claims_and_verdicts(fake):
     assert R.verdict("better", -1, 1) == "inconclusive"
     assert R.verdict("no gain", 0.2, 1) == "contradicted"
     assert R.verdict("no gain", -0.5, 0.5) == "reproduced"
-    assert R.verdict("no gain", -3, 0.5) == "inconclusive"
+    assert R.verdict("no gain", -3, 0.5) == "reproduced"  # LRN hurts or helps < 1 point: it does not help
+    assert R.verdict("no gain", -0.5, 1.5) == "inconclusive"
+    assert R.verdict("equal", -0.5, 0.5) == "reproduced"
+    assert R.verdict("equal", -5.5, -3.7) == "contradicted"  # E clearly worse than D: not equal
+    assert R.verdict("equal", 1.2, 2.0) == "contradicted"
+    assert R.verdict("equal", -1.5, 0.5) == "inconclusive"
+    with pytest.raises(ValueError, match="unknown claim kind 'same'"):
+        R.verdict("same", 0, 1)
     assert R.verdict("better", np.nan, np.nan) == R.NOT_RUN
 
 

@@ -456,8 +456,9 @@ def table7(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # --- claims ----------------------------------------------------------------------------
 
 # (claim, kind, better (net, S, protocol), worse (net, S, protocol), paper better row, paper worse row)
-# kind "better": the first beats the second; "no gain": the first is not better (LRN) or
-# the two are equal (E vs D). Paper rows: (table, config, train_scale, eval).
+# kind "better": the first beats the second; "no gain": the first is not better (LRN);
+# "equal": the two are equal (E vs D); "not worse": the first is at least as good.
+# Paper rows: (table, config, train_scale, eval).
 _T3 = "single-scale"
 CLAIMS = [
     ("LRN does not help (A-LRN vs A)", "no gain", ("A-LRN", "256", "dense@256"), ("A", "256", "dense@256"),
@@ -484,19 +485,22 @@ CLAIMS = [
     ("Fusion helps (D+E vs E, multi-crop & dense)", "better", ("D + E (multi-crop & dense)", "", ""),
      ("E", "256-512", "multi-crop+dense"), (6, "fusion of 2 nets", "256-512", "fusion (multi-crop+dense)"),
      (5, "E", "256-512", "multi-crop+dense")),
-    ("E ≈ D (depth saturates at 19 layers)", "no gain", ("E", "256-512", "multi-crop+dense"),
+    ("E ≈ D (depth saturates at 19 layers)", "equal", ("E", "256-512", "multi-crop+dense"),
      ("D", "256-512", "multi-crop+dense"), (5, "E", "256-512", "multi-crop+dense"),
      (5, "D", "256-512", "multi-crop+dense")),
 ]
 
 
 def verdict(kind: str, lo: float, hi: float, equiv_margin: float = EQUIV_MARGIN) -> str:
-    """From the 95% CI of (worse's error - better's error), in points.
+    """From the 95% CI [lo, hi] of (worse's error - better's error), in points.
 
     better: reproduced if the CI is above 0, contradicted if below, else inconclusive.
     not worse: reproduced if the CI lies above -margin, contradicted if below it.
-    no gain: contradicted if the CI is above 0 for LRN-like claims (the first *is* better)
-    or excludes 0 for equality; reproduced if the CI lies within +-margin; else inconclusive.
+    no gain (the first does not help, like LRN): contradicted if the CI is above 0 (it does
+    help), reproduced if it lies below +margin (it helps by less than the margin at most,
+    or hurts), else inconclusive.
+    equal (E vs D): reproduced if the CI lies within +-margin, contradicted if it lies
+    wholly outside (above +margin or below -margin), else inconclusive.
     """
     if np.isnan(lo) or np.isnan(hi):
         return NOT_RUN
@@ -504,11 +508,13 @@ def verdict(kind: str, lo: float, hi: float, equiv_margin: float = EQUIV_MARGIN)
         return "reproduced" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
     if kind == "not worse":  # non-inferiority: worse by less than the margin at most
         return "reproduced" if lo > -equiv_margin else "contradicted" if hi < -equiv_margin else "inconclusive"
-    if lo > 0:
-        return "contradicted"
-    if hi < equiv_margin and lo > -equiv_margin:
-        return "reproduced"
-    return "inconclusive"
+    if kind == "no gain":
+        return "contradicted" if lo > 0 else "reproduced" if hi < equiv_margin else "inconclusive"
+    if kind == "equal":
+        if lo > -equiv_margin and hi < equiv_margin:
+            return "reproduced"
+        return "contradicted" if lo > equiv_margin or hi < -equiv_margin else "inconclusive"
+    raise ValueError(f"unknown claim kind {kind!r}; valid: better, not worse, no gain, equal")
 
 
 def _paper_diff(better, worse) -> float:
