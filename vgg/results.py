@@ -29,8 +29,8 @@ from .study import FUSIONS, plan, run_name
 
 PROFILES_SHOWN = ("cpu", "smoke", "gpu")
 NOT_RUN = "not run yet"
-# "No gain" claims (LRN, E vs D) are equivalence claims: reproduced when the whole 95% CI
-# of the difference lies within +-EQUIV_MARGIN percentage points.
+# The practical margin, in percentage points, of the claims that are not "one side is better":
+# "no gain" (LRN), "equal" (E vs D) and "not worse" (multi-crop vs dense); see ``verdict``.
 EQUIV_MARGIN = 1.0
 
 
