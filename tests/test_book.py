@@ -127,6 +127,7 @@ def test_claims_and_verdicts(fake):
     with pytest.raises(ValueError, match="unknown claim kind 'same'"):
         R.verdict("same", 0, 1)
     assert R.verdict("better", np.nan, np.nan) == R.NOT_RUN
+    assert R._bound(-0.021) == "-0.02" and R._bound(-0.6) == "-0.6" and R._bound(0.0) == "+0.0"
 
 
 def test_histories_and_compute(fake):

@@ -548,6 +548,13 @@ def claims(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _bound(x: float) -> str:
+    """A CI bound to one decimal, or two where one would print a sign-less-looking 0.0: a
+    verdict turns on the bound's sign, so -0.02 must not read as -0.0."""
+    s = f"{x:+.1f}"
+    return f"{x:+.2f}" if s in ("+0.0", "-0.0") and x != 0 else s
+
+
 def claims_display(c: pd.DataFrame) -> pd.DataFrame:
     """The claims table as printed: numbers as text, 'not run yet' where missing."""
     out = pd.DataFrame({"claim": c["claim"], "paper (points)": c["paper gain"].map(lambda x: f"{x:+.1f}")})
@@ -556,7 +563,7 @@ def claims_display(c: pd.DataFrame) -> pd.DataFrame:
         if r["seeds"] == 0:
             ours.append(NOT_RUN)
             continue
-        t = f"{r['ours gain']:+.1f} [{r['ci lo']:+.1f}, {r['ci hi']:+.1f}]"
+        t = f"{r['ours gain']:+.1f} [{_bound(r['ci lo'])}, {_bound(r['ci hi'])}]"
         if r["seeds"] > 1:
             t += f"; seeds: ± {r['seed std']:.1f} (n={r['seeds']})"
         ours.append(t)
