@@ -289,6 +289,9 @@ def test_reevaluation_redoes_only_the_evaluation_and_reproduces_it(train_data, t
     assert json.loads((out / "metrics.json").read_text()) == again  # the run's record is untouched
     bad = subprocess.run([sys.executable, "-m", "vgg", "dense-context", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "not run folders" in bad.stderr
+    small = subprocess.run([sys.executable, "-m", "vgg", "dense-context", str(out), "--q", "100"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert small.returncode == 2 and "test scale Q=100" in small.stderr and "use Q >= 224" in small.stderr
 
     (out / "checkpoint.pt").unlink()
     with pytest.raises(FileNotFoundError, match="checkpoints are not in git"):

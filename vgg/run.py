@@ -218,6 +218,9 @@ def measure_dense_context(out_dir: str | Path, q: int | None = None, every: int 
         raise ValueError(f"every must be >= 1 (every n-th validation image), got {every}")
     cfg = RunConfig.from_dict(m["config"])
     q = q or test_scales(cfg.train_scale)["single"][0]
+    if cfg.prof.px(q) < cfg.prof.crop:  # before the data: say so in a second
+        raise ValueError(f"test scale Q={q} is {cfg.prof.px(q)} px in the {cfg.profile} profile, smaller than "
+                         f"its {cfg.prof.crop} px crop; use Q >= 224 (paper pixels)")
     model = build(cfg.net, num_classes=m["model"]["num_classes"], width=cfg.prof.width, crop=cfg.prof.crop)
     load_weights(out, model)  # before the data: a mismatch fails in a second
     _, _, val, _, _, stats = _load_data(cfg, progress)
