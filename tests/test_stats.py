@@ -105,3 +105,58 @@ def test_topk_rejects_bad_input():
         topk_correct(np.ones((2, 3)), [0, 1], 4)
     with pytest.raises(ValueError, match="labels must be in"):
         topk_correct(np.ones((2, 3)), [0, 3], 1)
+
+
+# Several seeds: outcomes as [seeds, images], bootstrapped over images *and* seeds.
+
+def _old_image_bootstrap(x, n_boot, seed):
+    """The one-level bootstrap over images, written out: the reference for one seed."""
+    rng = np.random.default_rng(seed)
+    out, chunk = np.empty(n_boot), max(1, 2_000_000 // x.size)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        out[start:start + m] = x[rng.integers(0, x.size, size=(m, x.size))].mean(axis=1)
+    return out
+
+
+def test_one_seed_is_the_plain_bootstrap_over_images():
+    a, b = _outcomes(3925, 0.75, seed=5), _outcomes(3925, 0.78, seed=6)
+    d = b.astype(np.int8) - a.astype(np.int8)
+    ref = np.quantile(100 * _old_image_bootstrap(d, 700, 0), [0.025, 0.975])
+    _, lo, hi = paired_bootstrap_diff(a, b, n_boot=700)
+    assert (lo, hi) == pytest.approx(tuple(ref), abs=1e-12)
+    # a 1-D array and a [1, images] array are the same thing
+    assert paired_bootstrap_diff(a[None], b[None], n_boot=700) == paired_bootstrap_diff(a, b, n_boot=700)
+    assert bootstrap_ci(a[None], n_boot=300) == bootstrap_ci(a, n_boot=300)
+
+
+def test_seeds_that_agree_add_no_width():
+    """The seed level draws among identical seeds: the interval is the one-seed interval."""
+    a, b = _outcomes(2000, 0.7, seed=7), _outcomes(2000, 0.75, seed=8)
+    one = paired_bootstrap_diff(a, b, n_boot=500)
+    three = paired_bootstrap_diff(np.stack([a] * 3), np.stack([b] * 3), n_boot=500)
+    assert three == pytest.approx(one, abs=1e-12)
+    assert bootstrap_ci(np.stack([a] * 3), n_boot=500) == pytest.approx(bootstrap_ci(a, n_boot=500), abs=1e-12)
+
+
+def test_seeds_that_disagree_widen_the_interval_where_pooling_would_not():
+    """Two seeds on the same images: one says b is 6 points better, the other 6 points worse.
+    The seed level must show that disagreement; pooling the seeds as more images hides it."""
+    n = 3000
+    base = _outcomes(n, 0.7, seed=9)
+    a = np.stack([base, base])
+    b = a.copy()
+    b[0, np.flatnonzero(~base)[:180]] = True   # seed 0: b right on 180 more images (+6 points)
+    b[1, np.flatnonzero(base)[:180]] = False   # seed 1: b wrong on 180 more (-6 points)
+    diff, lo, hi = paired_bootstrap_diff(a, b, n_boot=1000)
+    assert diff == pytest.approx(0.0)
+    assert lo < -5 and hi > 5  # reaches both seeds' gains
+    _, plo, phi = paired_bootstrap_diff(a.ravel(), b.ravel(), n_boot=1000)  # pooled
+    assert phi - plo < (hi - lo) / 4
+
+
+def test_several_seeds_are_checked():
+    with pytest.raises(ValueError, match=r"\[2, 5\].*\[3, 5\]"):
+        paired_bootstrap_diff(np.ones((2, 5), bool), np.ones((3, 5), bool))
+    with pytest.raises(ValueError, match="seeds, images"):
+        bootstrap_ci(np.ones((2, 2, 2), bool))

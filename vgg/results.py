@@ -7,8 +7,8 @@ reported by name, never raised. Paper numbers always come from the packaged CSV.
 
 Errors are in percent; differences in percentage points. With several seeds, our number
 is the mean over seeds (``std`` next to it), and confidence intervals are bootstrapped
-over images with the per-image outcomes of all seeds pooled (paired by seed and image for
-differences), see :mod:`vgg.stats`.
+over images and seeds (two levels; paired by seed and image for differences), so they
+cover the training runs' spread as well as the choice of images, see :mod:`vgg.stats`.
 """
 from __future__ import annotations
 
@@ -338,7 +338,8 @@ def correct_by_seed(runs: pd.DataFrame, net: str, train_scale: str, protocol: st
 
 
 def summarize(runs: pd.DataFrame, net: str, train_scale: str, protocol: str) -> dict:
-    """Our top-1/top-5 error for one cell: mean over seeds, std, pooled 95% CI of top-1."""
+    """Our top-1/top-5 error for one cell: mean over seeds, std, and a 95% CI of top-1
+    over images and seeds."""
     c1 = correct_by_seed(runs, net, train_scale, protocol, 1)
     c5 = correct_by_seed(runs, net, train_scale, protocol, 5)
     if not c1:
@@ -346,7 +347,7 @@ def summarize(runs: pd.DataFrame, net: str, train_scale: str, protocol: str) -> 
     e1 = [stats.error_percent(c) for c in c1.values()]
     e5 = [stats.error_percent(c) for c in c5.values()]
     m1, s1 = stats.mean_std(e1)
-    _, lo, hi = stats.bootstrap_ci(np.concatenate(list(c1.values())))
+    _, lo, hi = stats.bootstrap_ci(np.stack(list(c1.values())))  # [seeds, images]
     return dict(top1=m1, top1_std=s1, top1_lo=lo, top1_hi=hi, top5=stats.mean_std(e5)[0], seeds=len(c1))
 
 
@@ -528,20 +529,20 @@ def _paper_diff(better, worse) -> float:
 
 def claims(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """One row per claim: the paper's top-1 gain (worse - better, points), ours with a 95%
-    paired-bootstrap CI (seeds pooled, paired by seed), mean ± std over seeds, verdict."""
+    paired-bootstrap CI over images and seeds (seed s of one side paired with seed s of the
+    other), mean ± std over seeds, verdict."""
     rows = []
     for text, kind, better, worse, pb, pw in CLAIMS:
         cb = correct_by_seed(runs, *better)
         cw = correct_by_seed(runs, *worse)
         seeds = sorted(set(cb) & set(cw))
         diff = lo = hi = std = np.nan
-        if seeds:
-            a = np.concatenate([cw[s] for s in seeds])
-            b = np.concatenate([cb[s] for s in seeds])
-            if a.shape == b.shape:
-                diff, lo, hi = stats.paired_bootstrap_diff(a, b, n_boot=n_boot)
-                per_seed = [stats.error_percent(cw[s]) - stats.error_percent(cb[s]) for s in seeds]
-                std = stats.mean_std(per_seed)[1]
+        if seeds and len({len(cw[s]) for s in seeds} | {len(cb[s]) for s in seeds}) == 1:
+            a = np.stack([cw[s] for s in seeds])  # [seeds, images]
+            b = np.stack([cb[s] for s in seeds])
+            diff, lo, hi = stats.paired_bootstrap_diff(a, b, n_boot=n_boot)
+            per_seed = [stats.error_percent(cw[s]) - stats.error_percent(cb[s]) for s in seeds]
+            std = stats.mean_std(per_seed)[1]
         rows.append({"claim": text, "kind": kind, "paper gain": _paper_diff(pb, pw), "ours gain": diff,
                      "ci lo": lo, "ci hi": hi, "seed std": std, "seeds": len(seeds),
                      "verdict": verdict(kind, lo, hi)})
