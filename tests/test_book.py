@@ -112,6 +112,10 @@ def test_claims_and_verdicts(fake):
     c = R.claims(runs, n_boot=200)
     assert len(c) == len(R.CLAIMS) and (c["seeds"] == 2).all()
     assert c.loc[c.claim.str.startswith("Depth helps: B"), "paper gain"].item() == pytest.approx(0.9)
+    for _, r in c.iterrows():  # the gain is the mean of the seeds' own gains, each printed
+        assert len(r["seed gains"]) == 2 and r["ours gain"] == pytest.approx(np.mean(r["seed gains"]))
+        shown = R.claims_display(c.loc[[_]])["ours (points, 95% CI)"].item()
+        assert shown.endswith("per seed: " + ", ".join(f"{g:+.1f}" for g in r["seed gains"]))
     assert set(c["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     assert R.verdict("better", 0.1, 2) == "reproduced"
     assert R.verdict("better", -3, -0.1) == "contradicted"
