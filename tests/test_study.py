@@ -138,6 +138,42 @@ def test_a_run_with_two_parents_waits_for_both_and_is_blocked_by_the_one_that_fa
     assert "C-S384-ainit-s0: blocked (its parent A-S256-s0 did not complete)" in "\n".join(log)
 
 
+def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_path, monkeypatch):
+    """Critical path first: E's chain (80 + 30 s) before A (10 s), though A is planned first."""
+    import vgg.study as study
+    started: list[str] = []
+
+    def fake_execute(params, out_dir, **kw):
+        started.append(out_dir.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text('{"status": "complete"}')
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    runs = [PlannedRun("A", "256", 0), PlannedRun("B", "256", 0), PlannedRun("E", "256", 0),
+            PlannedRun("E", "384", 0, init_from="E-S256-s0")]
+    price = {"A-S256-s0": 10.0, "B-S256-s0": 50.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
+    assert study.chain_seconds(runs, price) == {"A-S256-s0": 10.0, "B-S256-s0": 50.0,
+                                                "E-S256-s0": 110.0, "E-S384-s0": 30.0}
+    monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: price)
+    run_study("smoke", runs=runs, runs_dir=tmp_path / "priced", echo=lambda *_: None)
+    assert started == ["E-S256-s0", "B-S256-s0", "E-S384-s0", "A-S256-s0"]
+    started.clear()
+    monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: {})
+    run_study("smoke", runs=runs, runs_dir=tmp_path / "unpriced", echo=lambda *_: None)
+    assert started == [r.name for r in runs]
+
+
+def test_study_prices_its_runs_from_their_folders(tmp_path):
+    """_seconds_left reads the given runs' own history (not the default plan's)."""
+    import vgg.study as study
+    runs = [PlannedRun("A", "256", 7), PlannedRun("A", "384", 7, init_from="A-S256-s7")]
+    folder = tmp_path / "smoke" / "A-S256-s7"
+    folder.mkdir(parents=True)
+    (folder / "history.csv").write_text("epoch,lr,seconds,holdout_top1_err\n1,0.01,12.0,90\n")
+    left = study._seconds_left(runs, "smoke", tmp_path)
+    assert left["A-S256-s7"] > 0 and left["A-S384-s7"] > 0  # priced at A's 12 s epoch
+
+
 def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):
     data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
     out = tmp_path / "new" / "folder"  # papermill alone fails on a missing folder

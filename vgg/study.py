@@ -146,7 +146,8 @@ def _median_price(key: tuple, samples: dict, epoch_s: dict) -> float | None:
     return statistics.median(scaled) if scaled else None
 
 
-def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs") -> list[dict]:
+def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs",
+             runs: list[PlannedRun] | None = None) -> list[dict]:
     """Where each planned run stands, read from its folder (nothing is run): state, epochs
     trained so far (history.csv) of the planned ``epochs_cap``, the last lr and held-out
     top-1 error, the seconds of its epochs (training plus each epoch's held-out check, as
@@ -162,7 +163,7 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     jittered D's); failing that, at other nets' evaluations of the same kind, scaled by the
     ratio of epoch times. None where there is nothing to price from yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
-    an upper bound."""
+    an upper bound. ``runs`` replaces the plan of ``seeds``."""
     import csv
     import statistics
 
@@ -171,7 +172,7 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
 
     prof = PROFILES[profile]
     base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
-    runs, hists, evals = plan(seeds), {}, {}
+    runs, hists, evals = (plan(seeds) if runs is None else runs), {}, {}
     for r in runs:
         folder = base / profile / r.name
         if (folder / "history.csv").exists():
@@ -269,6 +270,35 @@ def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, cwd: Path
                         cwd=str(cwd or notebook.parents[1]), progress_bar=False, log_output=log_output)
 
 
+def chain_seconds(runs: list[PlannedRun], seconds_left: dict[str, float]) -> dict[str, float]:
+    """Each run's longest chain still to run: its own priced seconds left plus the longest
+    chain among the runs that start from it (0 for a run that cannot be priced).
+
+    The study starts the ready run with the longest chain first (critical-path list
+    scheduling). In plan order, a seed's E chain (E at S = 256, then 384, then jittered;
+    three hours in a row on the cpu profile) would start last and run alone while the
+    other job idles; started first, it overlaps with everything else."""
+    children: dict[str, list[str]] = {}
+    for r in runs:
+        for p in r.parents:
+            children.setdefault(p, []).append(r.name)
+    chain: dict[str, float] = {}
+
+    def length(name: str) -> float:
+        if name not in chain:
+            chain[name] = seconds_left.get(name, 0.0) + max((length(c) for c in children.get(name, [])),
+                                                            default=0.0)
+        return chain[name]
+
+    return {r.name: length(r.name) for r in runs}
+
+
+def _seconds_left(runs: list[PlannedRun], profile: str, runs_dir: str | Path) -> dict[str, float]:
+    """Priced seconds left per run (epochs and evaluation, from ``progress``; 0 if unpriced)."""
+    return {r["run"]: (r["seconds_left"] or 0.0) + (r["eval_seconds_left"] or 0.0)
+            for r in progress(profile, runs=runs, runs_dir=runs_dir)}
+
+
 def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[PlannedRun] | None = None,
               runs_dir: str | Path = "runs", jobs: int = 1, data: str | None = None,
               log_output: bool = False, echo=print) -> dict[str, str]:
@@ -276,7 +306,9 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
 
     Complete runs are skipped; interrupted ones resume from their checkpoint (the notebook
     does that); a failed run is reported and its dependants are skipped, the rest go on.
-    ``jobs=2`` runs two independent runs at once with one torch thread each. Returns
+    ``jobs=2`` runs two independent runs at once with one torch thread each. Of the runs
+    whose parents are complete, the one with the longest priced chain starts first
+    (``chain_seconds``); unpriced runs keep plan order. Returns
     {run name: outcome} with outcomes complete / skipped (already complete) / failed / blocked.
     """
     from .io import ROOT
@@ -293,6 +325,8 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
     echo(f"study ({profile}): {len(runs)} runs planned, {len(outcome)} complete, {len(todo)} to run"
          + (f", {jobs} at a time" if jobs > 1 else ""))
     times: dict[str, float] = {}
+    chain = chain_seconds(runs, _seconds_left(runs, profile, runs_dir))
+    todo.sort(key=lambda r: -chain[r.name])  # stable: ties (unpriced) keep plan order
 
     def ready(r: PlannedRun) -> bool | None:
         """True: can start; False: wait for a parent; None: a parent failed."""
