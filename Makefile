@@ -22,9 +22,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Two runs at a time with one thread each: ~8% more throughput than one two-thread run here.
-# Seeds 0..SEEDS-1, default vgg.study.SEEDS (3, as the claims' intervals need); seed 0's runs
-# come first in the plan, and a later seed's run starts only when seed 0 has nothing ready,
-# so both cores stay busy.
+# Seeds 0..SEEDS-1, default vgg.study.SEEDS (3, as the claims' intervals need). Of the runs
+# whose parents are done, the one with the longest chain of runs still to come starts first
+# (priced from the epochs on record), so both cores stay busy to the end.
 JOBS ?= 2
 study: $(STAMP)
 	$(PY) -m vgg study --profile cpu $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS)

@@ -107,6 +107,15 @@ def test_tables_put_ours_next_to_the_paper(fake):
     assert "GoogLeNet (7 nets)" in set(paper7["method"]) and (ours7["dataset"].str.contains("Imagenette")).all()
 
 
+def test_seeds_scored_on_other_images_are_left_out_not_mispaired():
+    t, f = np.ones(4, bool), np.zeros(4, bool)
+    assert R._same_images({0: t, 1: f, 2: np.ones(3, bool)}) == [0, 1]  # seed 2: 3 images, not 4
+    assert R._same_images({0: t, 1: t}, {1: f, 2: f}) == [1]  # both sides needed
+    assert R._same_images({0: t}, {0: np.ones(5, bool)}) == []  # sides differ: no pair
+    assert R._same_images({0: np.ones(3, bool), 1: t}) == [1]  # a tie: the larger set
+    assert R._same_images({}) == [] and R._same_images() == []
+
+
 def test_claims_and_verdicts(fake):
     runs, _ = R.load_runs("smoke", fake)
     c = R.claims(runs, n_boot=200)

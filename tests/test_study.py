@@ -1,5 +1,6 @@
 """The study through papermill: complete run folders, idempotent, resumable, robust."""
 import json
+import math
 import statistics
 from typing import Optional
 import subprocess
@@ -157,10 +158,14 @@ def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_pa
     monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: price)
     run_study("smoke", runs=runs, runs_dir=tmp_path / "priced", echo=lambda *_: None)
     assert started == ["E-S256-s0", "B-S256-s0", "E-S384-s0", "A-S256-s0"]
-    started.clear()
-    monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: {})
-    run_study("smoke", runs=runs, runs_dir=tmp_path / "unpriced", echo=lambda *_: None)
-    assert started == [r.name for r in runs]
+    # Nothing priced: plan order. E not priced yet while A and B are: E's chain first.
+    for name, left, order in (("unpriced", {}, [r.name for r in runs]),
+                              ("E unpriced", {**price, "E-S256-s0": math.inf, "E-S384-s0": math.inf},
+                               ["E-S256-s0", "E-S384-s0", "B-S256-s0", "A-S256-s0"])):
+        started.clear()
+        monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: left)
+        run_study("smoke", runs=runs, runs_dir=tmp_path / name, echo=lambda *_: None)
+        assert started == order, name
 
 
 def test_study_prices_its_runs_from_their_folders(tmp_path):
@@ -171,7 +176,11 @@ def test_study_prices_its_runs_from_their_folders(tmp_path):
     folder.mkdir(parents=True)
     (folder / "history.csv").write_text("epoch,lr,seconds,holdout_top1_err\n1,0.01,12.0,90\n")
     left = study._seconds_left(runs, "smoke", tmp_path)
-    assert left["A-S256-s7"] > 0 and left["A-S384-s7"] > 0  # priced at A's 12 s epoch
+    # A's 12 s epoch prices both; no A evaluation on record yet, so it counts 0
+    # (smoke caps: 2 epochs from scratch, 1 fine-tuning)
+    assert left == {"A-S256-s7": 12.0, "A-S384-s7": 12.0}
+    other = study._seconds_left([PlannedRun("E", "256", 7)], "smoke", tmp_path)
+    assert other == {"E-S256-s7": math.inf}  # no E epoch on record: cannot be priced
 
 
 def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):

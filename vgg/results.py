@@ -342,13 +342,30 @@ def summarize(runs: pd.DataFrame, net: str, train_scale: str, protocol: str) -> 
     over images and seeds."""
     c1 = correct_by_seed(runs, net, train_scale, protocol, 1)
     c5 = correct_by_seed(runs, net, train_scale, protocol, 5)
-    if not c1:
+    seeds = _same_images(c1)
+    if not seeds:
         return dict(top1=np.nan, top1_std=np.nan, top1_lo=np.nan, top1_hi=np.nan, top5=np.nan, seeds=0)
-    e1 = [stats.error_percent(c) for c in c1.values()]
-    e5 = [stats.error_percent(c) for c in c5.values()]
-    m1, s1 = stats.mean_std(e1)
-    _, lo, hi = stats.bootstrap_ci(np.stack(list(c1.values())))  # [seeds, images]
-    return dict(top1=m1, top1_std=s1, top1_lo=lo, top1_hi=hi, top5=stats.mean_std(e5)[0], seeds=len(c1))
+    m1, s1 = stats.mean_std([stats.error_percent(c1[s]) for s in seeds])
+    _, lo, hi = stats.bootstrap_ci(np.stack([c1[s] for s in seeds]))  # [seeds, images]
+    top5 = stats.mean_std([stats.error_percent(c5[s]) for s in seeds])[0]
+    return dict(top1=m1, top1_std=s1, top1_lo=lo, top1_hi=hi, top5=top5, seeds=len(seeds))
+
+
+def _same_images(*by_seed: dict) -> list[int]:
+    """The seeds present in every {seed: per-image outcomes} given, scored on the same number
+    of images on every side, and on the most common such number (more images on a tie).
+    The bootstraps pair seeds image by image; a run scored on another validation set (a
+    stale one, say; the status page lists those) is left out rather than mis-paired."""
+    seeds = sorted(set.intersection(*(set(d) for d in by_seed))) if by_seed else []
+    sizes = {s: {len(d[s]) for d in by_seed} for s in seeds}
+    seeds = [s for s in seeds if len(sizes[s]) == 1]
+    if not seeds:
+        return []
+    counts: dict[int, int] = {}
+    for s in seeds:
+        counts[min(sizes[s])] = counts.get(min(sizes[s]), 0) + 1
+    common = max(counts, key=lambda n: (counts[n], n))
+    return [s for s in seeds if min(sizes[s]) == common]
 
 
 def _fmt(x, nd=1) -> str:
@@ -535,10 +552,10 @@ def claims(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     for text, kind, better, worse, pb, pw in CLAIMS:
         cb = correct_by_seed(runs, *better)
         cw = correct_by_seed(runs, *worse)
-        seeds = sorted(set(cb) & set(cw))
+        seeds = _same_images(cb, cw)
         diff = lo = hi = std = np.nan
         per_seed = []
-        if seeds and len({len(cw[s]) for s in seeds} | {len(cb[s]) for s in seeds}) == 1:
+        if seeds:
             a = np.stack([cw[s] for s in seeds])  # [seeds, images]
             b = np.stack([cb[s] for s in seeds])
             diff, lo, hi = stats.paired_bootstrap_diff(a, b, n_boot=n_boot)

@@ -7,6 +7,7 @@ of the same configuration (lr 1e-3), a jittered S in [256, 512] net from the S =
 from __future__ import annotations
 
 import json
+import math
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ def run_name(net: str, train_scale: str, seed: int, variant: str | None = None) 
     return f"{net}-S{train_scale}" + (f"-{variant}" if variant else "") + f"-s{seed}"
 
 
-# Seeds of the study: the claims' confidence intervals pool three (issue 8).
+# Seeds of the study: the claims' confidence intervals bootstrap over three (issue 8).
 SEEDS = 3
 
 # deviation: Sect. 3.1 gives 1e-3 for S = 384 from S = 256; it does not say which lr
@@ -272,7 +273,9 @@ def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, cwd: Path
 
 def chain_seconds(runs: list[PlannedRun], seconds_left: dict[str, float]) -> dict[str, float]:
     """Each run's longest chain still to run: its own priced seconds left plus the longest
-    chain among the runs that start from it (0 for a run that cannot be priced).
+    chain among the runs that start from it. A run that cannot be priced yet is given
+    ``inf`` in ``seconds_left``, so it and its ancestors come before any priced chain: it
+    may be the longest, and running it prices the rest.
 
     The study starts the ready run with the longest chain first (critical-path list
     scheduling). In plan order, a seed's E chain (E at S = 256, then 384, then jittered;
@@ -294,8 +297,12 @@ def chain_seconds(runs: list[PlannedRun], seconds_left: dict[str, float]) -> dic
 
 
 def _seconds_left(runs: list[PlannedRun], profile: str, runs_dir: str | Path) -> dict[str, float]:
-    """Priced seconds left per run (epochs and evaluation, from ``progress``; 0 if unpriced)."""
-    return {r["run"]: (r["seconds_left"] or 0.0) + (r["eval_seconds_left"] or 0.0)
+    """Priced seconds left per run (epochs and evaluation, from ``progress``): ``inf`` for a
+    run whose epochs cannot be priced yet (no epoch of its net on record); an evaluation
+    that cannot be priced yet counts 0 (it is small next to training, except the 150-crop
+    one, which ``progress`` prices from other nets once one has run)."""
+    return {r["run"]: math.inf if r["seconds_left"] is None
+            else r["seconds_left"] + (r["eval_seconds_left"] or 0.0)
             for r in progress(profile, runs=runs, runs_dir=runs_dir)}
 
 
@@ -308,7 +315,7 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
     does that); a failed run is reported and its dependants are skipped, the rest go on.
     ``jobs=2`` runs two independent runs at once with one torch thread each. Of the runs
     whose parents are complete, the one with the longest priced chain starts first
-    (``chain_seconds``); unpriced runs keep plan order. Returns
+    (``chain_seconds``); ties, such as runs that cannot be priced yet, keep plan order. Returns
     {run name: outcome} with outcomes complete / skipped (already complete) / failed / blocked.
     """
     from .io import ROOT
@@ -326,7 +333,7 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
          + (f", {jobs} at a time" if jobs > 1 else ""))
     times: dict[str, float] = {}
     chain = chain_seconds(runs, _seconds_left(runs, profile, runs_dir))
-    todo.sort(key=lambda r: -chain[r.name])  # stable: ties (unpriced) keep plan order
+    todo.sort(key=lambda r: -chain[r.name])  # stable: ties keep plan order
 
     def ready(r: PlannedRun) -> bool | None:
         """True: can start; False: wait for a parent; None: a parent failed."""
