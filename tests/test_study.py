@@ -216,7 +216,7 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     assert len(rows) == 13 and rows["A-S256-s0"]["state"] == "complete"
     # 43 epochs of the cpu schedule's 45 are left, at the 60 s its two epochs took; its
     # evaluation is priced at A's 90 s, scaled by B's epoch time over A's (60 / 30)
-    assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", epochs=2, epochs_cap=45, lr=0.01,
+    assert rows["B-S256-s0"] == dict(run="B-S256-s0", state="partial", parents=(), epochs=2, epochs_cap=45, lr=0.01,
                                     holdout_top1_err=61.25, seconds=120.0, seconds_left=43 * 60.0,
                                     eval_seconds=0.0, eval_seconds_left=180.0)
     assert rows["A-S256-s0"]["seconds_left"] == rows["A-S256-s0"]["eval_seconds_left"] == 0.0
@@ -228,8 +228,9 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     assert rows["C-S384-s0"]["eval_seconds_left"] is None
     text = format_progress(list(rows.values()), jobs=2)
     assert "1 of 13 complete; 0.0 h of epochs and 0.0 h of evaluation so far" in text and "61.2" in text
-    # only B-S256 can be priced: no epoch of A-LRN, B-5x5, C, D or E has been timed
-    assert "left: 0.7 h of epochs + 0.1 h of evaluation = 0.8 h, about 0.4 h with 2 jobs" in text
+    # only B-S256 can be priced: no epoch of A-LRN, B-5x5, C, D or E has been timed; one
+    # run cannot be split over two jobs
+    assert "left: 0.7 h of epochs + 0.1 h of evaluation = 0.8 h, about 0.8 h with 2 jobs" in text
     assert "plus 11 run(s) that cannot be priced yet (?)" in text
     # another seed's B is priced at seed 0's epochs (45 of them) and A's evaluation
     two = {r["run"]: r for r in progress("cpu", 2, tmp_path)}
@@ -238,6 +239,22 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     cli = subprocess.run([sys.executable, "-m", "vgg", "study", "--status", "--seeds", "1", "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "B-S256-s0" in cli.stdout and "partial" in cli.stdout
+
+
+def test_wall_time_waits_for_parents():
+    """Three one-hour runs, one the child of another: two jobs take 2 h, not 1.5 h."""
+    from vgg.study import time_left, wall_seconds
+
+    def row(name, parents=(), state="missing", left=3600.0):
+        return dict(run=name, state=state, parents=parents, seconds_left=left, eval_seconds_left=0.0)
+
+    rows = [row("X"), row("Z"), row("Y", ("X",)), row("W", ("Z",), state="complete", left=0.0)]
+    assert wall_seconds(rows, jobs=2) == 7200.0 and wall_seconds(rows, jobs=1) == 10800.0
+    assert wall_seconds(rows, jobs=3) == 7200.0  # the chain X -> Y is the floor
+    t = time_left(rows, jobs=2)
+    assert (t["runs"], t["train_s"], t["wall_s"]) == (3, 3 * 3600.0, 7200.0)
+    # a parent that is complete (or outside the rows) does not hold its child back
+    assert wall_seconds([row("Y", ("W",)), row("W", state="complete", left=0.0)], jobs=2) == 3600.0
 
 
 def test_status_prices_a_150_crop_evaluation_only_from_its_own_kind(tmp_path):

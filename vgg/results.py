@@ -267,7 +267,7 @@ def time_left_note(profile: str, seeds: list[int], runs_dir=None) -> str:
     need, priced at what the finished ones took (``vgg.study.progress``)."""
     from .study import progress, time_left
 
-    t = time_left(progress(profile, seeds, runs_root(runs_dir).resolve()))
+    t = time_left(progress(profile, seeds, runs_root(runs_dir).resolve()), jobs=2)
     if not t["runs"]:
         return ""
     if not t["priced"]:
@@ -277,7 +277,8 @@ def time_left_note(profile: str, seeds: list[int], runs_dir=None) -> str:
     return (f"At the times measured so far (the median epoch of the same net; the median "
             f"evaluation of the same net and training scale), {t['priced']} of the {t['runs']} "
             f"missing runs need about **{train + ev:.1f} h** ({train:.1f} h of training, "
-            f"{ev:.1f} h of evaluation), **{(train + ev) / 2:.1f} h** with two jobs at a time"
+            f"{ev:.1f} h of evaluation), **{t['wall_s'] / 3600:.1f} h** with two jobs at a time, each "
+            f"run waiting for the run it starts from"
             + (f"; the other {t['unpriced']} cannot be priced yet" if t["unpriced"] else "")
             + ". `python -m vgg study --status --jobs 2` gives it per run.")
 

@@ -202,7 +202,7 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
         done = state == "complete"
         left = 0.0 if done else (max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
         eval_left = 0.0 if done else _median_price((r.net, r.train_scale, r.multi_crop), eval_s, net_s)
-        rows.append(dict(run=r.name, state=state, epochs=len(hist), epochs_cap=cap,
+        rows.append(dict(run=r.name, state=state, parents=r.parents, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
                          holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
                          seconds=sum(float(h["seconds"]) for h in hist), seconds_left=left,
@@ -210,19 +210,47 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     return rows
 
 
-def time_left(rows: list[dict]) -> dict:
+def time_left(rows: list[dict], jobs: int = 2) -> dict:
     """Totals of ``progress`` rows still to run: seconds of epochs and of evaluation over the
-    runs that can be priced, and how many cannot (None in either estimate)."""
+    runs that can be priced, how many cannot (None in either estimate), and ``wall_s``,
+    the wall-clock seconds with ``jobs`` at a time (``wall_seconds``)."""
     todo = [r for r in rows if r["state"] != "complete"]
     priced = [r for r in todo if r["seconds_left"] is not None and r["eval_seconds_left"] is not None]
     return dict(runs=len(todo), priced=len(priced), unpriced=len(todo) - len(priced),
                 train_s=sum(r["seconds_left"] for r in priced),
-                eval_s=sum(r["eval_seconds_left"] for r in priced))
+                eval_s=sum(r["eval_seconds_left"] for r in priced),
+                wall_s=wall_seconds([r for r in rows if r in priced or r["state"] == "complete"], jobs))
+
+
+def wall_seconds(rows: list[dict], jobs: int = 2) -> float:
+    """Wall-clock seconds until the runs of ``rows`` (``progress``) still to run are done
+    with ``jobs`` at a time, scheduled as ``run_study`` does: a run starts once its parents
+    are complete, the longest chain first. Runs in progress count as starting now; a parent
+    missing from ``rows`` counts as complete. Total seconds / jobs would understate it: a
+    chain of runs is serial (a seed's E chain is about 3 h here)."""
+    import heapq
+    from types import SimpleNamespace
+
+    left = {r["run"]: (r["seconds_left"] or 0.0) + (r["eval_seconds_left"] or 0.0)
+            for r in rows if r["state"] != "complete"}
+    nodes = [SimpleNamespace(name=r["run"], parents=tuple(p for p in r["parents"] if p in left))
+             for r in rows if r["run"] in left]
+    chain = chain_seconds(nodes, left)
+    todo = sorted(nodes, key=lambda n: -chain[n.name])
+    done, running, t = set(), [], 0.0
+    while todo or running:
+        for n in list(todo):
+            if len(running) < jobs and all(p in done for p in n.parents):
+                heapq.heappush(running, (t + left[n.name], n.name))
+                todo.remove(n)
+        t, name = heapq.heappop(running)
+        done.add(name)
+    return t
 
 
 def format_progress(rows: list[dict], jobs: int = 2) -> str:
     """``progress`` as a plain-text table with totals and an estimate of the time left with
-    ``jobs`` runs at a time (an estimate that ignores the wait for parents)."""
+    ``jobs`` runs at a time, each run waiting for its parents (``wall_seconds``)."""
     def minutes(x):
         return f"{x / 60:.0f}" if x is not None else "?"
 
@@ -239,11 +267,11 @@ def format_progress(rows: list[dict], jobs: int = 2) -> str:
     spent = sum(r["seconds"] for r in rows) / 3600, sum(r["eval_seconds"] for r in rows) / 3600
     lines.append(f"{done} of {len(rows)} complete; {spent[0]:.1f} h of epochs and {spent[1]:.1f} h "
                  f"of evaluation so far")
-    t = time_left(rows)
+    t = time_left(rows, jobs)
     if t["runs"]:
         h = (t["train_s"] + t["eval_s"]) / 3600
         lines.append(f"left: {t['train_s'] / 3600:.1f} h of epochs + {t['eval_s'] / 3600:.1f} h of evaluation"
-                     f" = {h:.1f} h, about {h / jobs:.1f} h with {jobs} job{'s' if jobs > 1 else ''}"
+                     f" = {h:.1f} h, about {t['wall_s'] / 3600:.1f} h with {jobs} job{'s' if jobs > 1 else ''}"
                      + (f"; plus {t['unpriced']} run(s) that cannot be priced yet (?)" if t["unpriced"] else ""))
     return "\n".join(lines)
 
