@@ -125,6 +125,8 @@ def test_claims_and_verdicts(fake):
         assert len(r["seed gains"]) == 2 and r["ours gain"] == pytest.approx(np.mean(r["seed gains"]))
         shown = R.claims_display(c.loc[[_]])["ours (points, 95% CI)"].item()
         assert shown.endswith("per seed: " + ", ".join(f"{g:+.1f}" for g in r["seed gains"]))
+    one = R.claims(runs[runs["seed"] == 0], n_boot=50)
+    assert R.claims_display(one)["ours (points, 95% CI)"].str.endswith("; one seed").all()
     assert set(c["verdict"]) <= {"reproduced", "contradicted", "inconclusive"}
     assert R.verdict("better", 0.1, 2) == "reproduced"
     assert R.verdict("better", -3, -0.1) == "contradicted"

@@ -586,6 +586,8 @@ def claims_display(c: pd.DataFrame) -> pd.DataFrame:
         t = f"{r['ours gain']:+.1f} [{_bound(r['ci lo'])}, {_bound(r['ci hi'])}]"
         if r["seeds"] > 1:  # with 2-3 seeds each seed's gain says more than their std
             t += "; per seed: " + ", ".join(f"{g:+.1f}" for g in r["seed gains"])
+        else:  # the interval then covers the images only, not the training run
+            t += "; one seed"
         ours.append(t)
     out["ours (points, 95% CI)"] = ours
     out["verdict"] = c["verdict"]
