@@ -219,7 +219,7 @@ def time_left(rows: list[dict], jobs: int = 2) -> dict:
     return dict(runs=len(todo), priced=len(priced), unpriced=len(todo) - len(priced),
                 train_s=sum(r["seconds_left"] for r in priced),
                 eval_s=sum(r["eval_seconds_left"] for r in priced),
-                wall_s=wall_seconds([r for r in rows if r in priced or r["state"] == "complete"], jobs))
+                wall_s=wall_seconds(priced, jobs))  # a parent not among them counts as complete
 
 
 def wall_seconds(rows: list[dict], jobs: int = 2) -> float:
