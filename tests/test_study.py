@@ -100,6 +100,37 @@ def test_second_study_does_nothing_and_a_deleted_result_reruns_exactly_that_run(
     assert third["B-S256-s0"] == "complete"
 
 
+def test_a_lost_parent_checkpoint_is_trained_again_before_its_child(smoke_study):
+    """A fresh clone has no checkpoints: a child still to run needs its parent trained again."""
+    runs_dir, data, _, _ = smoke_study
+    folder = runs_dir / "smoke" / "D-S384-s0"
+    old = json.loads((folder / "metrics.json").read_text())
+    (folder / "checkpoint.pt").unlink()
+    (runs_dir / "smoke" / "D-S256-512-s0" / "metrics.json").unlink()
+    log: list[str] = []
+    again = run_study("smoke", 1, runs_dir=runs_dir, data=str(data), echo=log.append)
+    assert {k for k, v in again.items() if v != "skipped"} == {"D-S384-s0", "D-S256-512-s0"}, "\n".join(log)
+    assert set(again.values()) == {"skipped", "complete"}
+    assert "D-S384-s0: complete, but its checkpoint is gone and D-S256-512-s0 start(s) from its weights" in "\n".join(log)
+    assert log.index("  D-S384-s0: running") < log.index("  D-S256-512-s0: running")
+    entry, = json.loads((folder / "superseded.json").read_text())
+    assert entry["run"] == "D-S384-s0" and entry["git_commit"] == old["provenance"]["git_commit"]
+    assert entry["top1_err"] == {k: v["top1_err"] for k, v in old["eval"].items()}
+    assert entry["epochs"] == 1 and entry["train_seconds"] > 0 and 384 in map(int, entry["dense_context"])
+    assert (folder / "checkpoint.pt").exists() and (folder / "dense_context_Q384.json").exists()
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "complete"
+
+
+def test_the_study_measures_dense_context_after_each_s384_and_jittered_run(smoke_study):
+    runs_dir, _, _, _ = smoke_study
+    for r in plan(1):
+        path = runs_dir / "smoke" / r.name / "dense_context_Q384.json"
+        assert path.exists() == (r.train_scale != "256"), r.name
+        if path.exists():
+            rec = json.loads(path.read_text())
+            assert rec["run"] == r.name and rec["q"] == 384 and 0 <= rec["top1_err"]["window_in_dense"] <= 100
+
+
 def test_a_failing_run_is_reported_and_the_others_complete(tmp_path):
     data = make_image_folder(tmp_path / "data", n_classes=2, train_per_class=8, val_per_class=2)
     runs = [PlannedRun("A", "256", 0), PlannedRun("A", "256", 1, lr=-1.0),
@@ -168,6 +199,32 @@ def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_pa
         assert started == order, name
 
 
+def test_with_a_time_budget_only_chains_that_fit_start(tmp_path, monkeypatch):
+    """--hours: E's chain (80 + 30 s) cannot finish in 60 s, so neither E run starts."""
+    import vgg.study as study
+    started: list[str] = []
+
+    def fake_execute(params, out_dir, **kw):
+        started.append(out_dir.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text('{"status": "complete"}')
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    runs = [PlannedRun("A", "256", 0), PlannedRun("B", "256", 0), PlannedRun("E", "256", 0),
+            PlannedRun("E", "384", 0, init_from="E-S256-s0")]
+    price = {"A-S256-s0": 10.0, "B-S256-s0": 50.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
+    monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: price)
+    log: list[str] = []
+    outcome = run_study("smoke", runs=runs, runs_dir=tmp_path, hours=60 / 3600, echo=log.append)
+    assert started == ["B-S256-s0", "A-S256-s0"]
+    assert outcome == {"A-S256-s0": "complete", "B-S256-s0": "complete", "E-S256-s0": "deferred",
+                       "E-S384-s0": "deferred"}
+    assert "E-S256-s0: deferred (it and the runs that start from it need about 0.0 h" in "\n".join(log)
+    assert "2 deferred" in log[-1]
+    bad = subprocess.run([sys.executable, "-m", "vgg", "study", "--hours", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--hours must be > 0, got 0.0" in bad.stderr
+
+
 def test_study_prices_its_runs_from_their_folders(tmp_path):
     """_seconds_left reads the given runs' own history (not the default plan's)."""
     import vgg.study as study
@@ -175,12 +232,15 @@ def test_study_prices_its_runs_from_their_folders(tmp_path):
     folder = tmp_path / "smoke" / "A-S256-s7"
     folder.mkdir(parents=True)
     (folder / "history.csv").write_text("epoch,lr,seconds,holdout_top1_err\n1,0.01,12.0,90\n")
+    (folder / "checkpoint.pt").write_bytes(b"")  # resumes at epoch 2
     left = study._seconds_left(runs, "smoke", tmp_path)
     # A's 12 s epoch prices both; no A evaluation on record yet, so it counts 0
     # (smoke caps: 2 epochs from scratch, 1 fine-tuning)
     assert left == {"A-S256-s7": 12.0, "A-S384-s7": 12.0}
     other = study._seconds_left([PlannedRun("E", "256", 7)], "smoke", tmp_path)
     assert other == {"E-S256-s7": math.inf}  # no E epoch on record: cannot be priced
+    (folder / "checkpoint.pt").unlink()  # lost (a fresh clone): it trains from epoch 1 again
+    assert study._seconds_left(runs, "smoke", tmp_path)["A-S256-s7"] == 24.0
 
 
 def test_cli_run_makes_its_own_folder_and_refuses_bad_input(tmp_path):
@@ -209,6 +269,7 @@ def test_status_reads_each_planned_runs_folder_without_running_anything(tmp_path
     done = tmp_path / "cpu" / "A-S256-s0"
     done.mkdir()
     (done / "metrics.json").write_text('{"status": "complete", "eval_seconds": 90.0}')
+    (done / "checkpoint.pt").write_bytes(b"")  # else B-5x5's A-init would need A trained again
     (done / "history.csv").write_text(
         "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
         "1,2.1,80,70.5,20,0.01,30,150\n")
@@ -255,6 +316,64 @@ def test_wall_time_waits_for_parents():
     assert (t["runs"], t["train_s"], t["wall_s"]) == (3, 3 * 3600.0, 7200.0)
     # a parent that is complete (or outside the rows) does not hold its child back
     assert wall_seconds([row("Y", ("W",)), row("W", state="complete", left=0.0)], jobs=2) == 3600.0
+
+
+def test_a_complete_parent_without_its_checkpoint_is_marked_for_training_again(tmp_path):
+    """stale_parents and the status: transitive, only for runs still to run, priced in full."""
+    from vgg.study import progress, stale_parents
+
+    head = "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
+
+    def complete(name, n, epoch_s, eval_s, checkpoint=False):
+        f = tmp_path / "cpu" / name
+        f.mkdir(parents=True)
+        (f / "history.csv").write_text(head + "".join(f"{e},1,50,50,10,0.01,{epoch_s},150\n" for e in range(1, n + 1)))
+        (f / "metrics.json").write_text(json.dumps({"status": "complete", "eval_seconds": eval_s}))
+        if checkpoint:
+            (f / "checkpoint.pt").write_bytes(b"")
+
+    e = [r for r in plan(1) if r.net == "E"]
+    complete("E-S256-s0", 45, 60, 100)
+    complete("E-S384-s0", 15, 70, 200)
+    assert stale_parents(e, "cpu", tmp_path) == {"E-S384-s0": ["E-S256-512-s0"], "E-S256-s0": ["E-S384-s0"]}
+    rows = {r["run"]: r for r in progress("cpu", runs=e, runs_dir=tmp_path)}
+    assert rows["E-S384-s0"]["state"] == rows["E-S256-s0"]["state"] == "retrain"
+    # all its epochs again (not the 0 its history would leave), and its own evaluation's price
+    assert rows["E-S384-s0"]["seconds_left"] == 15 * 70 and rows["E-S384-s0"]["eval_seconds_left"] == 200
+    assert rows["E-S256-s0"]["seconds_left"] == 45 * 60 and rows["E-S256-s0"]["eval_seconds_left"] == 100
+    (tmp_path / "cpu" / "E-S384-s0" / "checkpoint.pt").write_bytes(b"")  # the child's parent is there
+    assert stale_parents(e, "cpu", tmp_path) == {}
+    (tmp_path / "cpu" / "E-S384-s0" / "checkpoint.pt").unlink()
+    complete("E-S256-512-s0", 15, 70, 300)  # nothing left to run: nothing to train again
+    assert stale_parents(e, "cpu", tmp_path) == {}
+    assert {r["state"] for r in progress("cpu", runs=e, runs_dir=tmp_path)} == {"complete"}
+
+
+def test_retire_summarises_the_old_result_once_and_removes_its_files(tmp_path):
+    from vgg.run import retire
+
+    f = tmp_path / "D-S384-s1"
+    f.mkdir()
+    metrics = dict(run="D-S384-s1", status="complete", eval_seconds=90.0, train=dict(final_holdout_top1_err=30.7),
+                   eval={"dense@384": {"top1_err": 29.4}, "multi-scale": {"top1_err": 28.7}},
+                   provenance=dict(git_commit="abc", host="h1", cpu="AMD EPYC"))
+    (f / "history.csv").write_text("epoch,seconds\n1,60.5\n2,61.5\n")
+    (f / "probs.npz").write_bytes(b"x")
+    (f / "dense_context_Q384.json").write_text(json.dumps(dict(q=384, top1_err={"window_in_dense": 45.0})))
+    (f / "run_config.ipynb").write_text("{}")
+    (f / "metrics.json").write_text(json.dumps(metrics))
+    entry = retire(f, reason="test")
+    assert {p.name for p in f.iterdir()} == {"superseded.json", "run_config.ipynb"}
+    assert entry["epochs"] == 2 and entry["train_seconds"] == 122.0 and entry["eval_seconds"] == 90.0
+    assert entry["top1_err"] == {"dense@384": 29.4, "multi-scale": 28.7} and entry["host"] == "h1"
+    assert entry["dense_context"] == {384: {"window_in_dense": 45.0}} and entry["reason"] == "test"
+    # retired again (a crash before the new training finished restored the old files): one entry
+    (f / "history.csv").write_text("epoch,seconds\n1,60.5\n2,61.5\n")
+    (f / "metrics.json").write_text(json.dumps(metrics))
+    retire(f, reason="test")
+    assert len(json.loads((f / "superseded.json").read_text())) == 1
+    with pytest.raises(ValueError, match="not a complete run"):
+        retire(f, reason="test")
 
 
 def test_status_prices_a_150_crop_evaluation_only_from_its_own_kind(tmp_path):

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data", default=None)
     s.add_argument("--runs-dir", default="runs")
     s.add_argument("--status", action="store_true", help="show where each planned run stands; run nothing")
+    s.add_argument("--hours", type=float, default=None,
+                   help="start only runs that, with the runs that start from them, fit in this many hours "
+                        "(priced from the epochs on record); defer the others")
 
     e = sub.add_parser("reevaluate", help="evaluate finished runs again under this code's protocols")
     e.add_argument("runs", nargs="*", help="run folders (default: every run of --profile evaluated "
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             print(format_progress(progress(args.profile, args.seeds, args.runs_dir), jobs=args.jobs))
             return 0
-        outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir)
+        if args.hours is not None and args.hours <= 0:
+            ap.error(f"--hours must be > 0, got {args.hours}")
+        outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir,
+                            hours=args.hours)
         return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0
     if args.cmd == "reevaluate":
         from pathlib import Path

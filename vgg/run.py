@@ -193,6 +193,44 @@ def reevaluate(out_dir: str | Path, progress: bool = True) -> dict:
     return m
 
 
+SUPERSEDED = "superseded.json"
+
+
+def retire(out_dir: str | Path, reason: str) -> dict:
+    """Set a complete run's result aside before it is trained again, so the folder holds one
+    training at a time: a summary of the old result (commit, host, epochs, seconds, every
+    error it reported) is appended to ``superseded.json``, then its metrics.json (first, so
+    the folder never reads as a complete run without its files), history.csv, probs.npz and
+    dense-context records are removed (git keeps them). The
+    study does this when a run still to run starts from the weights of a complete run whose
+    checkpoint is gone (checkpoints are not in git). Returns the summary."""
+    out = Path(out_dir)
+    m = read_metrics(out)
+    if not m or m.get("status") != "complete":
+        raise ValueError(f"{out} is not a complete run (no metrics.json with status 'complete'); nothing to retire")
+    prov = m.get("provenance", {})
+    hist = out / "history.csv"
+    rows = list(csv.DictReader(io.StringIO(hist.read_text()))) if hist.exists() else []
+    contexts = sorted(out.glob("dense_context_Q*.json"))
+    entry = dict(run=m["run"], reason=reason, retired=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 git_commit=prov.get("git_commit"), host=prov.get("host"), cpu=prov.get("cpu"),
+                 epochs=len(rows), train_seconds=round(sum(float(r["seconds"]) for r in rows), 1),
+                 eval_seconds=m.get("eval_seconds"), reevaluated=len(m.get("reevaluated", [])),
+                 final_holdout_top1_err=m.get("train", {}).get("final_holdout_top1_err"),
+                 top1_err={k: v.get("top1_err") for k, v in m.get("eval", {}).items()},
+                 dense_context={json.loads(f.read_text())["q"]: json.loads(f.read_text())["top1_err"]
+                                for f in contexts})
+    path = out / SUPERSEDED
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    key = ("git_commit", "host", "train_seconds", "eval_seconds")
+    if not any(all(e.get(k) == entry[k] for k in key) for e in earlier):  # once per training
+        write_json(path, earlier + [entry])
+    (out / "metrics.json").unlink()  # first: from here on the folder reads as unfinished
+    for f in contexts + [out / "probs.npz", hist]:
+        f.unlink(missing_ok=True)
+    return entry
+
+
 def dense_context_file(q: int) -> str:
     return f"dense_context_Q{q}.json"
 

@@ -24,6 +24,7 @@ class PlannedRun:
     lr: float | None = None  # None: the config's default (0.01 from scratch)
     multi_crop: bool = False  # Table 5 needs the 150-crop evaluation
     tables: tuple[int, ...] = ()
+    dense_context: tuple[int, ...] = ()  # test scales Q at which the study measures dense context
 
     @property
     def name(self) -> str:
@@ -100,6 +101,12 @@ FUSIONS = {
 }
 
 
+# The dense-context measurement (vgg.evaluate.dense_context, protocol chapter) of every net
+# trained at S = 384 or jittered, at Q = 384: the scale where dense evaluation loses most to
+# crops. It needs the run's checkpoint, so the study makes it right after the run.
+DENSE_CONTEXT_Q = (384,)
+
+
 def plan(seeds: int | list[int] = 1) -> list[PlannedRun]:
     """Every run of the study for ``seeds`` (a count, or a list of seeds), parents first."""
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -110,13 +117,37 @@ def plan(seeds: int | list[int] = 1) -> list[PlannedRun]:
                 net=net, train_scale=scale, seed=seed,
                 init_from=run_name(net, parent, seed) if parent else None,
                 init_a=run_name("A", "256", seed) if net in A_INIT else None,
-                lr=FINETUNE_LR if parent else None, multi_crop=mc, tables=tables))
+                lr=FINETUNE_LR if parent else None, multi_crop=mc, tables=tables,
+                dense_context=DENSE_CONTEXT_Q if scale != "256" else ()))
     return runs
 
 
 # --- running the plan --------------------------------------------------------------------
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "run_config.ipynb"
+
+
+def stale_parents(runs: list[PlannedRun], profile: str, runs_dir: str | Path) -> dict[str, list[str]]:
+    """Complete runs that must be trained again, each with the runs that need it: a run still
+    to run starts from its weights and its checkpoint is gone (checkpoints are not in git,
+    so a fresh clone or a new machine has none). Transitive: training a run again needs its
+    own parents' weights too. Only parents within ``runs`` count."""
+    from .io import ROOT
+    from .train import CHECKPOINT
+
+    base = (Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir) / profile
+    by_name = {r.name: r for r in runs}
+    complete = {r.name for r in runs if _status(base / r.name) == "complete"}
+    stale: dict[str, list[str]] = {}
+    todo = [r for r in runs if r.name not in complete]
+    while todo:
+        r = todo.pop(0)
+        for p in r.parents:
+            if p in complete and not (base / p / CHECKPOINT).exists():
+                if p not in stale:
+                    todo.append(by_name[p])
+                stale.setdefault(p, []).append(r.name)
+    return stale
 
 
 def _status(run_dir: Path) -> str:
@@ -149,7 +180,9 @@ def _median_price(key: tuple, samples: dict, epoch_s: dict) -> float | None:
 
 def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs",
              runs: list[PlannedRun] | None = None) -> list[dict]:
-    """Where each planned run stands, read from its folder (nothing is run): state, epochs
+    """Where each planned run stands, read from its folder (nothing is run): state (complete,
+    retrain: complete, but a run still to run needs its lost checkpoint, ``stale_parents``;
+    partial, missing, failed, broken), epochs
     trained so far (history.csv) of the planned ``epochs_cap``, the last lr and held-out
     top-1 error, the seconds of its epochs (training plus each epoch's held-out check, as
     history.csv records them), the seconds of its evaluation (metrics.json), and estimates
@@ -192,16 +225,19 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     scale_s = {k: statistics.median(v) for k, v in scale_s.items() if v}
     net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
-    rows = []
+    rows, stale = [], stale_parents(runs, profile, base)
     for r in runs:
         folder, hist = base / profile / r.name, hists.get(r.name, [])
         last = hist[-1] if hist else {}
-        state = _status(folder)
+        state = "retrain" if r.name in stale else _status(folder)
         cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
         per_epoch = scale_s.get((r.net, r.train_scale), net_s.get(r.net))
         done = state == "complete"
-        left = 0.0 if done else (max(cap - len(hist), 0) * per_epoch if per_epoch is not None else None)
-        eval_left = 0.0 if done else _median_price((r.net, r.train_scale, r.multi_crop), eval_s, net_s)
+        # only a checkpoint resumes: a folder without one (retrain, missing) trains from epoch 1
+        todo_epochs = max(cap - len(hist), 0) if state == "partial" else cap
+        left = 0.0 if done else (todo_epochs * per_epoch if per_epoch is not None else None)
+        eval_left = 0.0 if done else (evals.get(r.name) if state == "retrain" else None) \
+            or _median_price((r.net, r.train_scale, r.multi_crop), eval_s, net_s)
         rows.append(dict(run=r.name, state=state, parents=r.parents, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
                          holdout_top1_err=float(last["holdout_top1_err"]) if last else None,
@@ -336,30 +372,43 @@ def _seconds_left(runs: list[PlannedRun], profile: str, runs_dir: str | Path) ->
 
 def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[PlannedRun] | None = None,
               runs_dir: str | Path = "runs", jobs: int = 1, data: str | None = None,
-              log_output: bool = False, echo=print) -> dict[str, str]:
+              log_output: bool = False, hours: float | None = None, echo=print) -> dict[str, str]:
     """Run every missing run of the plan through papermill, parents before children.
 
-    Complete runs are skipped; interrupted ones resume from their checkpoint (the notebook
-    does that); a failed run is reported and its dependants are skipped, the rest go on.
+    Complete runs are skipped, unless a run still to run starts from one whose checkpoint is
+    gone: that one is trained again (``stale_parents``; its old result is summarised in
+    superseded.json, ``vgg.run.retire``). Interrupted runs resume from their checkpoint (the
+    notebook does that); a failed run is reported and its dependants are skipped, the rest
+    go on. After a run with ``dense_context`` scales, its dense-context record is measured.
     ``jobs=2`` runs two independent runs at once with one torch thread each. Of the runs
     whose parents are complete, the one with the longest priced chain starts first
-    (``chain_seconds``); ties, such as runs that cannot be priced yet, keep plan order. Returns
-    {run name: outcome} with outcomes complete / skipped (already complete) / failed / blocked.
+    (``chain_seconds``); ties, such as runs that cannot be priced yet, keep plan order.
+    ``hours``: start a run only when it and the longest priced chain of runs that start from
+    it can finish within that many hours of the study's start (on a machine that is lent for
+    a while and loses its checkpoints after, a parent finished without its children would
+    have to be trained again); the others are deferred. Returns {run name: outcome} with
+    outcomes complete / skipped (already complete) / failed / blocked / deferred.
     """
     from .io import ROOT
+    from .run import SUPERSEDED, dense_context_file, measure_dense_context, retire
 
     runs = plan(seeds) if runs is None else runs
     runs_dir = Path(runs_dir)
     base = runs_dir if runs_dir.is_absolute() else ROOT / runs_dir
     outcome: dict[str, str] = {}
     by_name = {r.name: r for r in runs}
+    stale = stale_parents(runs, profile, runs_dir)
     for r in runs:
-        if _status(base / profile / r.name) == "complete":
+        if _status(base / profile / r.name) == "complete" and r.name not in stale:
             outcome[r.name] = "skipped"
     todo = [r for r in runs if r.name not in outcome]
     echo(f"study ({profile}): {len(runs)} runs planned, {len(outcome)} complete, {len(todo)} to run"
          + (f", {jobs} at a time" if jobs > 1 else ""))
+    for name, needed_by in stale.items():
+        echo(f"  {name}: complete, but its checkpoint is gone and {', '.join(needed_by)} start(s) from its "
+             f"weights: training it again (its current result is summarised in {SUPERSEDED} first)")
     times: dict[str, float] = {}
+    deadline = None if hours is None else time.time() + hours * 3600
     chain = chain_seconds(runs, _seconds_left(runs, profile, runs_dir))
     todo.sort(key=lambda r: -chain[r.name])  # stable: ties keep plan order
 
@@ -372,7 +421,7 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
                 continue
             parent = outcome.get(name)
             states.append(True if parent in ("complete", "skipped") else
-                          None if parent in ("failed", "blocked") else False)
+                          None if parent in ("failed", "blocked", "deferred") else False)
         return None if None in states else all(states)
 
     def one(r: PlannedRun) -> None:
@@ -381,18 +430,35 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
             params["data"] = data
         if jobs > 1:
             params["threads"] = 1
-        t = time.perf_counter()
+        t, folder = time.perf_counter(), base / profile / r.name
         try:
-            execute(params, base / profile / r.name, log_output=log_output)
+            if r.name in stale and _status(folder) == "complete":
+                retire(folder, reason=f"trained again: its checkpoint was gone and {', '.join(stale[r.name])} "
+                                      f"start(s) from its weights")
+            execute(params, folder, log_output=log_output)
         finally:
             times[r.name] = time.perf_counter() - t
+        for q in r.dense_context:
+            if not (folder / dense_context_file(q)).exists():
+                try:
+                    measure_dense_context(folder, q, progress=False)
+                except Exception as err:  # a diagnostic: its failure must not fail the run or its children
+                    echo(f"  {r.name}: dense-context at Q={q} failed ({type(err).__name__}: {err})")
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running: dict[Future, PlannedRun] = {}
         while todo or running:
             for r in list(todo):
                 state = ready(r)
-                if state is None:
+                if state is None and any(outcome.get(p) == "deferred" for p in r.parents):
+                    outcome[r.name] = "deferred"
+                    todo.remove(r)
+                elif state and deadline is not None and time.time() + chain[r.name] > deadline:
+                    outcome[r.name] = "deferred"
+                    echo(f"  {r.name}: deferred (it and the runs that start from it need about "
+                         f"{chain[r.name] / 3600:.1f} h; {max(deadline - time.time(), 0) / 3600:.1f} h are left)")
+                    todo.remove(r)
+                elif state is None:
                     outcome[r.name] = "blocked"
                     failed = [p for p in r.parents if outcome.get(p) in ("failed", "blocked")
                               or (p not in by_name and _status(base / profile / p) != "complete")]
@@ -411,7 +477,8 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
                 outcome[r.name] = "failed" if err else "complete"
                 msg = f" ({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})" if err else ""
                 echo(f"  {r.name}: {outcome[r.name]} in {times.get(r.name, 0):.0f} s{msg}")
-    summary = {k: sum(1 for v in outcome.values() if v == k) for k in ("complete", "skipped", "failed", "blocked")}
+    summary = {k: sum(1 for v in outcome.values() if v == k)
+               for k in ("complete", "skipped", "failed", "blocked", "deferred")}
     echo("study summary: " + ", ".join(f"{v} {k}" for k, v in summary.items())
          + f"; {sum(times.values()):.0f} s of run time")
     return outcome
