@@ -379,6 +379,23 @@ def test_fit_notes_average_each_runs_first_and_last_epoch_over_seeds(tmp_path):
     assert "starts at 38.0%" in notes and "ends at 31.0%" in notes
 
 
+def test_retrained_table_sets_each_first_training_against_the_one_on_record(tmp_path):
+    from vgg.run import retire
+
+    folders = {f.name: f for f in write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["D"])}
+    f = folders["D-S384-s0"]
+    before = json.loads((f / "metrics.json").read_text())
+    retire(f, reason="test")  # as the study does; then "train again": here, the same record with changes
+    after = dict(before, eval={k: dict(v, top1_err=v["top1_err"] + 1.5) for k, v in before["eval"].items()})
+    (f / "metrics.json").write_text(json.dumps(after))
+    t = R.retrained_table("cpu", tmp_path)
+    assert set(t["run"]) == {"D-S384-s0"} and (t[t["protocol"] != "held-out (last epoch)"]["change"] == 1.5).all()
+    assert set(t["protocol"]) >= set(before["eval"]) and len(t) >= len(before["eval"])
+    assert R.retrained_notes(t).startswith("1 run(s) trained twice: their ")
+    assert "moved by 1.5 points in the median (largest 1.5; mean change +1.5)" in R.retrained_notes(t)
+    assert R.retrained_notes(R.retrained_table("cpu", tmp_path / "none")) == "No run has been trained twice."
+
+
 def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
     write_fake_runs(tmp_path, "cpu", seeds=(0,), nets=["A"])  # A-S256-s0: 4 epochs, 30 s of evaluation
     pilot = tmp_path / "cpu-pilot" / "A-S256-s0"
@@ -392,9 +409,18 @@ def test_study_compute_counts_every_epoch_and_each_evaluation(tmp_path):
     (tmp_path / "cpu-pilot" / "README.md").write_text("notes")
     t = R.study_compute(tmp_path).set_index("runs folder")
     # the fake histories' epochs take 30, 60, 90 and 120 s
-    assert t.loc["runs/cpu", ["runs", "complete", "epochs"]].tolist() == [1, 1, 4]
+    assert t.loc["runs/cpu", ["runs", "complete", "trained again", "epochs"]].tolist() == [1, 1, 0, 4]
     assert t.loc["runs/cpu", "train (h)"] == pytest.approx(300 / 3600)
     assert t.loc["runs/cpu", "eval (h)"] == pytest.approx(30 / 3600)
+    # a first training set aside (vgg.run.retire) was spent too
+    (tmp_path / "cpu" / "A-S256-s0" / "superseded.json").write_text(json.dumps(
+        [dict(epochs=45, train_seconds=3000.0, eval_seconds=50.0, reevaluated=1)]))
+    t = R.study_compute(tmp_path).set_index("runs folder")
+    assert t.loc["runs/cpu", ["runs", "complete", "trained again", "epochs"]].tolist() == [1, 1, 1, 49]
+    assert t.loc["runs/cpu", "train (h)"] == pytest.approx(3300 / 3600)
+    assert t.loc["runs/cpu", "eval (h)"] == pytest.approx(130 / 3600)
+    (tmp_path / "cpu" / "A-S256-s0" / "superseded.json").unlink()
+    t = R.study_compute(tmp_path).set_index("runs folder")
     assert t.loc["runs/cpu-pilot", ["runs", "complete", "epochs"]].tolist() == [2, 1, 6]
     assert t.loc["runs/cpu-pilot", "train (h)"] == pytest.approx(420 / 3600)
     assert t.loc["runs/cpu-pilot", "eval (h)"] == pytest.approx(60 / 3600)

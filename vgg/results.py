@@ -929,13 +929,17 @@ def study_compute(runs_dir=None) -> pd.DataFrame:
         if not folders:
             continue
         train = ev = 0.0
-        epochs = complete = 0
+        epochs = complete = again = 0
         for f in folders:
             try:
                 h = pd.read_csv(f / "history.csv")
                 train, epochs = train + float(h["seconds"].sum()), epochs + len(h)
             except (OSError, ValueError, KeyError, pd.errors.ParserError):
                 pass
+            for old in _superseded(f):  # an earlier training of this folder, set aside
+                train, epochs = train + float(old.get("train_seconds") or 0.0), epochs + int(old.get("epochs") or 0)
+                ev += float(old.get("eval_seconds") or 0.0) * (1 + int(old.get("reevaluated") or 0))
+                again += 1
             try:
                 m = _read_metrics(f / "metrics.json")
             except (OSError, ValueError):
@@ -943,13 +947,59 @@ def study_compute(runs_dir=None) -> pd.DataFrame:
             complete += m.get("status") == "complete"
             ev += float(m.get("eval_seconds") or 0.0) * (1 + len(m.get("reevaluated", [])))
         rows.append({"runs folder": f"runs/{group.name}", "runs": len(folders), "complete": complete,
-                     "epochs": epochs, "train (h)": train / 3600, "eval (h)": ev / 3600})
-    out = pd.DataFrame(rows, columns=["runs folder", "runs", "complete", "epochs", "train (h)", "eval (h)"])
+                     "trained again": again, "epochs": epochs, "train (h)": train / 3600, "eval (h)": ev / 3600})
+    out = pd.DataFrame(rows, columns=["runs folder", "runs", "complete", "trained again", "epochs", "train (h)",
+                                      "eval (h)"])
     if len(out):
         total = out.drop(columns="runs folder").sum()
         out = pd.concat([out, pd.DataFrame([{"runs folder": "total", **total.to_dict()}])], ignore_index=True)
     out["total (h)"] = out["train (h)"] + out["eval (h)"]
-    return out.astype({"runs": int, "complete": int, "epochs": int})
+    return out.astype({"runs": int, "complete": int, "trained again": int, "epochs": int})
+
+
+def _superseded(folder: Path) -> list[dict]:
+    """The earlier trainings of a run folder (``vgg.run.retire``): [] when there are none or
+    the file cannot be read."""
+    try:
+        entries = json.loads((folder / "superseded.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def retrained_table(profile: str = "cpu", runs_dir=None) -> pd.DataFrame:
+    """Runs trained twice (their checkpoint was lost while a child still needed it, see
+    ``vgg.study.stale_parents``): the same parameters, seed and code, another process and
+    host. Per run and protocol, top-1 error of the first training (superseded.json) and of
+    the one on record now. The difference is training noise that the seed does not fix:
+    floating-point sums in another order grow apart over thousands of steps."""
+    runs, _ = load_runs(profile, runs_dir)
+    rows = []
+    for _, r in runs.iterrows():
+        folder = Path(r["path"])
+        now = _read_metrics(folder / "metrics.json")
+        for old in _superseded(folder):
+            pairs = [("held-out (last epoch)", old.get("final_holdout_top1_err"),
+                      now.get("train", {}).get("final_holdout_top1_err"))]
+            pairs += [(p, e, now["eval"].get(p, {}).get("top1_err")) for p, e in old.get("top1_err", {}).items()]
+            for protocol, before, after in pairs:
+                if before is None or after is None:
+                    continue
+                rows.append({"run": r["run"], "protocol": protocol, "first training": float(before),
+                             "second training": float(after), "change": round(float(after) - float(before), 2)})
+    return pd.DataFrame(rows, columns=["run", "protocol", "first training", "second training", "change"])
+
+
+def retrained_notes(t: pd.DataFrame) -> str:
+    """One sentence on ``retrained_table``: how far a second training of the same run moved
+    its evaluation errors (the held-out check excluded: a 5% slice of the training images)."""
+    ev = t[t["protocol"] != "held-out (last epoch)"] if len(t) else t
+    if ev.empty:
+        return "No run has been trained twice."
+    ch = ev["change"].abs()
+    return (f"{t['run'].nunique()} run(s) trained twice: their {len(ev)} evaluation errors moved by "
+            f"{ch.median():.1f} points in the median (largest {ch.max():.1f}; mean change "
+            f"{ev['change'].mean():+.1f}).")
 
 
 def versions() -> pd.DataFrame:
@@ -1139,7 +1189,8 @@ def deviations() -> pd.DataFrame:
 
 __all__ = ["paper_results", "load_runs", "scan_runs", "eval_table", "missing_runs", "histories",
            "book_profile", "table3", "table4", "table5", "table6", "table7", "claims", "verdict",
-           "compute_table", "deviations", "dense_windows", "reevaluation_table", "outdated", "versions", "show", "time_left_note"]
+           "compute_table", "deviations", "dense_windows", "reevaluation_table",
+           "retrained_table", "retrained_notes", "outdated", "versions", "show", "time_left_note"]
 
 
 def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None, wrap: bool = False):
