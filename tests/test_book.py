@@ -391,7 +391,8 @@ def test_retrained_table_sets_each_first_training_against_the_one_on_record(tmp_
     t = R.retrained_table("cpu", tmp_path)
     assert set(t["run"]) == {"D-S384-s0"} and (t[t["protocol"] != "held-out (last epoch)"]["change"] == 1.5).all()
     assert set(t["protocol"]) >= set(before["eval"]) and len(t) >= len(before["eval"])
-    assert R.retrained_notes(t).startswith("1 run(s) trained twice: their ")
+    cpu = before["provenance"]["cpu"]
+    assert R.retrained_notes(t).startswith(f"1 run(s) trained twice, first on {cpu}, then on {cpu}: their ")
     assert "moved by 1.5 points in the median (largest 1.5; mean change +1.5)" in R.retrained_notes(t)
     assert R.retrained_notes(R.retrained_table("cpu", tmp_path / "none")) == "No run has been trained twice."
 

@@ -359,6 +359,7 @@ def test_retire_summarises_the_old_result_once_and_removes_its_files(tmp_path):
                    provenance=dict(git_commit="abc", host="h1", cpu="AMD EPYC"))
     (f / "history.csv").write_text("epoch,seconds\n1,60.5\n2,61.5\n")
     (f / "probs.npz").write_bytes(b"x")
+    (f / "env.json").write_text("{}")
     (f / "dense_context_Q384.json").write_text(json.dumps(dict(q=384, top1_err={"window_in_dense": 45.0})))
     (f / "run_config.ipynb").write_text("{}")
     (f / "metrics.json").write_text(json.dumps(metrics))

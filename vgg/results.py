@@ -986,8 +986,10 @@ def retrained_table(profile: str = "cpu", runs_dir=None) -> pd.DataFrame:
                 if before is None or after is None:
                     continue
                 rows.append({"run": r["run"], "protocol": protocol, "first training": float(before),
-                             "second training": float(after), "change": round(float(after) - float(before), 2)})
-    return pd.DataFrame(rows, columns=["run", "protocol", "first training", "second training", "change"])
+                             "second training": float(after), "change": round(float(after) - float(before), 2),
+                             "first on": old.get("cpu"), "second on": now.get("provenance", {}).get("cpu")})
+    return pd.DataFrame(rows, columns=["run", "protocol", "first training", "second training", "change",
+                                       "first on", "second on"])
 
 
 def retrained_notes(t: pd.DataFrame) -> str:
@@ -997,9 +999,13 @@ def retrained_notes(t: pd.DataFrame) -> str:
     if ev.empty:
         return "No run has been trained twice."
     ch = ev["change"].abs()
-    return (f"{t['run'].nunique()} run(s) trained twice: their {len(ev)} evaluation errors moved by "
-            f"{ch.median():.1f} points in the median (largest {ch.max():.1f}; mean change "
-            f"{ev['change'].mean():+.1f}).")
+
+    def cpus(col):
+        return " and ".join(sorted({str(c) for c in t[col].dropna()})) or "an unrecorded CPU"
+
+    return (f"{t['run'].nunique()} run(s) trained twice, first on {cpus('first on')}, then on "
+            f"{cpus('second on')}: their {len(ev)} evaluation errors moved by {ch.median():.1f} points in "
+            f"the median (largest {ch.max():.1f}; mean change {ev['change'].mean():+.1f}).")
 
 
 def versions() -> pd.DataFrame:

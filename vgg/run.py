@@ -200,8 +200,8 @@ def retire(out_dir: str | Path, reason: str) -> dict:
     """Set a complete run's result aside before it is trained again, so the folder holds one
     training at a time: a summary of the old result (commit, host, epochs, seconds, every
     error it reported) is appended to ``superseded.json``, then its metrics.json (first, so
-    the folder never reads as a complete run without its files), history.csv, probs.npz and
-    dense-context records are removed (git keeps them). The
+    the folder never reads as a complete run without its files), history.csv, probs.npz,
+    env.json and dense-context records are removed (git keeps them). The
     study does this when a run still to run starts from the weights of a complete run whose
     checkpoint is gone (checkpoints are not in git). Returns the summary."""
     out = Path(out_dir)
@@ -226,7 +226,7 @@ def retire(out_dir: str | Path, reason: str) -> dict:
     if not any(all(e.get(k) == entry[k] for k in key) for e in earlier):  # once per training
         write_json(path, earlier + [entry])
     (out / "metrics.json").unlink()  # first: from here on the folder reads as unfinished
-    for f in contexts + [out / "probs.npz", hist]:
+    for f in contexts + [out / "probs.npz", out / "env.json", hist]:
         f.unlink(missing_ok=True)
     return entry
 
