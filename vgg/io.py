@@ -59,20 +59,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_name() -> str:
+    """This machine's CPU model, as /proc/cpuinfo names it (the platform's name otherwise)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     """Provenance of a result: code version, package versions, hardware (principle 6)."""
     import numpy
     import torch
     import torchvision
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "git_commit": git_commit(),

@@ -178,8 +178,23 @@ def _median_price(key: tuple, samples: dict, epoch_s: dict) -> float | None:
     return statistics.median(scaled) if scaled else None
 
 
+def _speed_ratio(runs: list[PlannedRun], hists: dict, cpus: dict, here: str) -> float:
+    """How long an epoch takes on this CPU relative to the others on record: the median over
+    (net, training scale) of the ratio of median epoch times, here to elsewhere, where both
+    are on record; 1 where none is (e.g. before the first epoch on a new machine)."""
+    import statistics
+
+    here_s, other_s = {}, {}
+    for r in runs:
+        if r.name in cpus and hists.get(r.name):
+            group = here_s if cpus[r.name] == here else other_s
+            group.setdefault((r.net, r.train_scale), []).extend(float(h["seconds"]) for h in hists[r.name])
+    ratios = [statistics.median(here_s[k]) / statistics.median(other_s[k]) for k in here_s if k in other_s]
+    return statistics.median(ratios) if ratios else 1.0
+
+
 def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | Path = "runs",
-             runs: list[PlannedRun] | None = None) -> list[dict]:
+             runs: list[PlannedRun] | None = None, cpu: str | None = None) -> list[dict]:
     """Where each planned run stands, read from its folder (nothing is run): state (complete,
     retrain: complete, but a run still to run needs its lost checkpoint, ``stale_parents``;
     partial, missing, failed, broken), epochs
@@ -197,31 +212,45 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     jittered D's); failing that, at other nets' evaluations of the same kind, scaled by the
     ratio of epoch times. None where there is nothing to price from yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
-    an upper bound. ``runs`` replaces the plan of ``seeds``."""
+    an upper bound. ``runs`` replaces the plan of ``seeds``.
+
+    Epochs and evaluations timed on another CPU are scaled by ``_speed_ratio`` (the machine
+    under a study can change between sessions; here an Intel Xeon trains about 1.5x faster
+    than the AMD EPYC before it). A complete run's CPU is in its metrics.json; a partial
+    run (a checkpoint) was trained on this one, ``cpu`` (default: this machine's)."""
     import csv
     import statistics
 
-    from .io import ROOT
+    from .io import ROOT, cpu_name
     from .profiles import PROFILES
 
     prof = PROFILES[profile]
     base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
-    runs, hists, evals = (plan(seeds) if runs is None else runs), {}, {}
+    runs, hists, evals, cpus = (plan(seeds) if runs is None else runs), {}, {}, {}
+    here = cpu_name() if cpu is None else cpu
     for r in runs:
         folder = base / profile / r.name
         if (folder / "history.csv").exists():
             with open(folder / "history.csv", newline="") as f:
                 hists[r.name] = list(csv.DictReader(f))
-        if _status(folder) == "complete":
-            evals[r.name] = float(json.loads((folder / "metrics.json").read_text()).get("eval_seconds") or 0.0)
-    # seconds of every epoch, by (net, scale) and by net; evaluation seconds by (net, scale, multi-crop)
+        status = _status(folder)
+        if status == "complete":
+            m = json.loads((folder / "metrics.json").read_text())
+            evals[r.name] = float(m.get("eval_seconds") or 0.0)
+            cpus[r.name] = (m.get("provenance") or {}).get("cpu")
+        elif status == "partial":  # a checkpoint: trained here (checkpoints do not travel)
+            cpus[r.name] = here
+    speed = _speed_ratio(runs, hists, cpus, here)
+    # seconds of every epoch, by (net, scale) and by net; evaluation seconds by (net, scale,
+    # multi-crop); those made on another CPU scaled to this one's speed
     scale_s, net_s, eval_s = {}, {}, {}
     for r in runs:
-        secs = [float(h["seconds"]) for h in hists.get(r.name, [])]
+        k = 1.0 if cpus.get(r.name) == here else speed
+        secs = [float(h["seconds"]) * k for h in hists.get(r.name, [])]
         scale_s.setdefault((r.net, r.train_scale), []).extend(secs)
         net_s.setdefault(r.net, []).extend(secs)
         if evals.get(r.name):
-            eval_s.setdefault((r.net, r.train_scale, r.multi_crop), []).append(evals[r.name])
+            eval_s.setdefault((r.net, r.train_scale, r.multi_crop), []).append(evals[r.name] * k)
     scale_s = {k: statistics.median(v) for k, v in scale_s.items() if v}
     net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
@@ -236,7 +265,8 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
         # only a checkpoint resumes: a folder without one (retrain, missing) trains from epoch 1
         todo_epochs = max(cap - len(hist), 0) if state == "partial" else cap
         left = 0.0 if done else (todo_epochs * per_epoch if per_epoch is not None else None)
-        eval_left = 0.0 if done else (evals.get(r.name) if state == "retrain" else None) \
+        own_eval = evals.get(r.name, 0.0) * (1.0 if cpus.get(r.name) == here else speed)
+        eval_left = 0.0 if done else (own_eval if state == "retrain" else None) \
             or _median_price((r.net, r.train_scale, r.multi_crop), eval_s, net_s)
         rows.append(dict(run=r.name, state=state, parents=r.parents, epochs=len(hist), epochs_cap=cap,
                          lr=float(last["lr"]) if last else None,
