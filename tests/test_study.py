@@ -377,6 +377,35 @@ def test_retire_summarises_the_old_result_once_and_removes_its_files(tmp_path):
         retire(f, reason="test")
 
 
+def test_epochs_timed_on_another_cpu_are_priced_at_this_ones_speed(tmp_path):
+    from vgg.study import progress
+
+    head = "epoch,train_loss,train_top1_err,holdout_top1_err,holdout_top5_err,lr,seconds,images_per_s\n"
+
+    def folder(name, epoch_s, n, cpu=None, eval_s=None):
+        f = tmp_path / "cpu" / name
+        f.mkdir(parents=True)
+        (f / "history.csv").write_text(head + "".join(f"{e},1,50,50,10,0.01,{epoch_s},150\n" for e in range(1, n + 1)))
+        if cpu is None:
+            (f / "checkpoint.pt").write_bytes(b"")  # partial: trained on this machine
+        else:
+            (f / "metrics.json").write_text(json.dumps({"status": "complete", "eval_seconds": eval_s,
+                                                        "provenance": {"cpu": cpu}}))
+            (f / "checkpoint.pt").write_bytes(b"")
+
+    folder("D-S256-s0", 60, 45, cpu="AMD EPYC", eval_s=120)
+    folder("E-S256-s0", 90, 45, cpu="AMD EPYC", eval_s=150)
+    folder("D-S256-s1", 40, 5)  # this machine: D epochs take 2/3 of the time they took there
+    rows = {r["run"]: r for r in progress("cpu", 3, tmp_path, cpu="Intel Xeon")}
+    assert rows["D-S256-s2"]["seconds_left"] == pytest.approx(45 * 40)
+    assert rows["D-S256-s1"]["seconds_left"] == pytest.approx(40 * 40)
+    assert rows["E-S256-s1"]["seconds_left"] == pytest.approx(45 * 60)  # E not timed here: D's ratio
+    assert rows["D-S256-s1"]["eval_seconds_left"] == pytest.approx(80)
+    # on the machine that made the records, nothing is scaled
+    same = {r["run"]: r for r in progress("cpu", 3, tmp_path, cpu="AMD EPYC")}
+    assert same["E-S256-s1"]["seconds_left"] == 45 * 90 and same["D-S256-s1"]["eval_seconds_left"] == 120
+
+
 def test_status_prices_a_150_crop_evaluation_only_from_its_own_kind(tmp_path):
     from vgg.study import progress
 
