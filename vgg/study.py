@@ -411,8 +411,9 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
     notebook does that); a failed run is reported and its dependants are skipped, the rest
     go on. After a run with ``dense_context`` scales, its dense-context record is measured.
     ``jobs=2`` runs two independent runs at once with one torch thread each. Of the runs
-    whose parents are complete, the one with the longest priced chain starts first
-    (``chain_seconds``); ties, such as runs that cannot be priced yet, keep plan order.
+    whose parents are complete, one whose parent's checkpoint is here (a chain begun) starts
+    first, then the one with the longest priced chain (``chain_seconds``); ties, such as runs
+    that cannot be priced yet, keep plan order.
     ``hours``: start a run only when it and the longest priced chain of runs that start from
     it can finish within that many hours of the study's start (on a machine that is lent for
     a while and loses its checkpoints after, a parent finished without its children would
@@ -421,6 +422,7 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
     """
     from .io import ROOT
     from .run import SUPERSEDED, dense_context_file, measure_dense_context, retire
+    from .train import CHECKPOINT
 
     runs = plan(seeds) if runs is None else runs
     runs_dir = Path(runs_dir)
@@ -475,9 +477,15 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
                 except Exception as err:  # a diagnostic: its failure must not fail the run or its children
                     echo(f"  {r.name}: dense-context at Q={q} failed ({type(err).__name__}: {err})")
 
+    def continues(r: PlannedRun) -> bool:
+        """A parent's checkpoint is here: checkpoints do not outlive the machine, so a chain
+        begun goes on before a new one starts (else its parents may have to be trained again)."""
+        return any((base / profile / p / CHECKPOINT).exists() for p in r.parents)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running: dict[Future, PlannedRun] = {}
         while todo or running:
+            todo.sort(key=lambda r: not continues(r))  # stable: the longest chain first within each
             for r in list(todo):
                 state = ready(r)
                 if state is None and any(outcome.get(p) == "deferred" for p in r.parents):
