@@ -199,6 +199,26 @@ def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_pa
         assert started == order, name
 
 
+def test_a_begun_chain_goes_on_before_a_longer_new_one(tmp_path, monkeypatch):
+    """E-S384 (30 s) follows E-S256 before D (100 s) starts: E-S256's checkpoint is here now,
+    and may not be after the machine goes."""
+    import vgg.study as study
+    started: list[str] = []
+
+    def fake_execute(params, out_dir, **kw):
+        started.append(out_dir.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "checkpoint.pt").write_bytes(b"")
+        (out_dir / "metrics.json").write_text('{"status": "complete"}')
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    runs = [PlannedRun("D", "256", 0), PlannedRun("E", "256", 0), PlannedRun("E", "384", 0, init_from="E-S256-s0")]
+    price = {"D-S256-s0": 100.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
+    monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: price)
+    run_study("smoke", runs=runs, runs_dir=tmp_path, echo=lambda *_: None)
+    assert started == ["E-S256-s0", "E-S384-s0", "D-S256-s0"]
+
+
 def test_with_a_time_budget_only_chains_that_fit_start(tmp_path, monkeypatch):
     """--hours: E's chain (80 + 30 s) cannot finish in 60 s, so neither E run starts."""
     import vgg.study as study
