@@ -170,17 +170,27 @@ def test_a_run_with_two_parents_waits_for_both_and_is_blocked_by_the_one_that_fa
     assert "C-S384-ainit-s0: blocked (its parent A-S256-s0 did not complete)" in "\n".join(log)
 
 
-def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_path, monkeypatch):
-    """Critical path first: E's chain (80 + 30 s) before A (10 s), though A is planned first."""
+def _fake_execute(monkeypatch, checkpoint: bool = False) -> list[str]:
+    """The scheduler alone: execute faked to write a complete metrics.json (and a checkpoint,
+    as a run trained here leaves); returns the list of runs in the order they start."""
     import vgg.study as study
     started: list[str] = []
 
     def fake_execute(params, out_dir, **kw):
         started.append(out_dir.name)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint:
+            (out_dir / "checkpoint.pt").write_bytes(b"")
         (out_dir / "metrics.json").write_text('{"status": "complete"}')
 
     monkeypatch.setattr(study, "execute", fake_execute)
+    return started
+
+
+def test_the_longest_chain_starts_first_and_unpriced_runs_keep_plan_order(tmp_path, monkeypatch):
+    """Critical path first: E's chain (80 + 30 s) before A (10 s), though A is planned first."""
+    import vgg.study as study
+    started = _fake_execute(monkeypatch)
     runs = [PlannedRun("A", "256", 0), PlannedRun("B", "256", 0), PlannedRun("E", "256", 0),
             PlannedRun("E", "384", 0, init_from="E-S256-s0")]
     price = {"A-S256-s0": 10.0, "B-S256-s0": 50.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
@@ -203,15 +213,7 @@ def test_a_begun_chain_goes_on_before_a_longer_new_one(tmp_path, monkeypatch):
     """E-S384 (30 s) follows E-S256 before D (100 s) starts: E-S256's checkpoint is here now,
     and may not be after the machine goes."""
     import vgg.study as study
-    started: list[str] = []
-
-    def fake_execute(params, out_dir, **kw):
-        started.append(out_dir.name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "checkpoint.pt").write_bytes(b"")
-        (out_dir / "metrics.json").write_text('{"status": "complete"}')
-
-    monkeypatch.setattr(study, "execute", fake_execute)
+    started = _fake_execute(monkeypatch, checkpoint=True)
     runs = [PlannedRun("D", "256", 0), PlannedRun("E", "256", 0), PlannedRun("E", "384", 0, init_from="E-S256-s0")]
     price = {"D-S256-s0": 100.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
     monkeypatch.setattr(study, "_seconds_left", lambda runs, profile, runs_dir: price)
@@ -222,14 +224,7 @@ def test_a_begun_chain_goes_on_before_a_longer_new_one(tmp_path, monkeypatch):
 def test_with_a_time_budget_only_chains_that_fit_start(tmp_path, monkeypatch):
     """--hours: E's chain (80 + 30 s) cannot finish in 60 s, so neither E run starts."""
     import vgg.study as study
-    started: list[str] = []
-
-    def fake_execute(params, out_dir, **kw):
-        started.append(out_dir.name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text('{"status": "complete"}')
-
-    monkeypatch.setattr(study, "execute", fake_execute)
+    started = _fake_execute(monkeypatch)
     runs = [PlannedRun("A", "256", 0), PlannedRun("B", "256", 0), PlannedRun("E", "256", 0),
             PlannedRun("E", "384", 0, init_from="E-S256-s0")]
     price = {"A-S256-s0": 10.0, "B-S256-s0": 50.0, "E-S256-s0": 80.0, "E-S384-s0": 30.0}
