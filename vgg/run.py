@@ -218,8 +218,7 @@ def retire(out_dir: str | Path, reason: str) -> dict:
                  eval_seconds=m.get("eval_seconds"), reevaluated=len(m.get("reevaluated", [])),
                  final_holdout_top1_err=m.get("train", {}).get("final_holdout_top1_err"),
                  top1_err={k: v.get("top1_err") for k, v in m.get("eval", {}).items()},
-                 dense_context={json.loads(f.read_text())["q"]: json.loads(f.read_text())["top1_err"]
-                                for f in contexts})
+                 dense_context={r["q"]: r["top1_err"] for r in (json.loads(f.read_text()) for f in contexts)})
     path = out / SUPERSEDED
     earlier = json.loads(path.read_text()) if path.exists() else []
     key = ("git_commit", "host", "train_seconds", "eval_seconds")
