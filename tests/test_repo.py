@@ -29,3 +29,24 @@ def test_checkpoints_and_build_are_ignored():
     ignored = (ROOT / ".gitignore").read_text()
     for pattern in (".venv/", "_build/", "runs/**/*.pt"):
         assert pattern in ignored
+
+
+def test_a_result_written_by_the_study_does_not_make_the_code_dirty(tmp_path):
+    """git_commit() says '+dirty' for changed code only: the study rewrites runs/ as it goes."""
+    import subprocess
+    from vgg.io import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "metrics.json").write_text("{}")
+    (tmp_path / "model.py").write_text("A = 1\n")
+    git("init", "-q"); git("add", "."); git("commit", "-qm", "init")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "runs" / "metrics.json").write_text('{"top1_err": 20}')
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "model.py").write_text("A = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"

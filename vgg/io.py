@@ -47,12 +47,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def git_commit() -> str:
-    """The repository's HEAD commit, with '+dirty' when tracked files have changes."""
+def git_commit(root: Path = ROOT) -> str:
+    """The repository's HEAD commit, with '+dirty' when tracked code has changes.
+
+    Changes under runs/ do not count: the study rewrites run folders while it runs, and
+    a result should say whether the *code* that made it matches its commit.
+    """
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)runs"], cwd=root,
                                capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
