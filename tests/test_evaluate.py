@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 import vgg
 from vgg import data
-from vgg.evaluate import (_flip, combine, crop_grid, dense_probs, evaluate_run, fuse,
-                          load_probs, multi_crop_probs, multi_scale_probs, save_probs)
+from vgg.evaluate import (PROTOCOLS, Evaluation, _flip, combine, crop_grid, dense_probs, evaluate_run,
+                          multi_crop_probs, windows_as_crops)
 from vgg.profiles import PROFILES
 
 CROP = 32  # the smoke profile's crop (224 paper px at f = 1/7)
@@ -82,7 +82,7 @@ def test_flip_averages_the_two_softmax_outputs(model):
 
 def test_multi_scale_is_the_mean_of_dense(model):
     imgs = _images()
-    ms = multi_scale_probs(model, imgs, [32, 40], MEAN, progress=False)
+    ms = PROTOCOLS["multi-scale"].fn(Evaluation(model, imgs, MEAN, progress=False), [32, 40])
     d = [dense_probs(model, imgs, q, MEAN, progress=False) for q in (32, 40)]
     np.testing.assert_allclose(ms, (d[0] + d[1]) / 2, rtol=1e-5, atol=1e-7)
 
@@ -103,7 +103,7 @@ def test_multi_crop_runs_150_crops_over_3_scales(model):
     seen = []
     hook = model.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape)))
     try:
-        p = multi_crop_probs(model, [_img(37, 50, 5)], [32, 40, 48], MEAN, crop=CROP,
+        p = multi_crop_probs(model, [_img(37, 50, 5)], [32, 40, 48], MEAN,
                              progress=False)
     finally:
         hook.remove()
@@ -137,60 +137,13 @@ def test_combine_is_the_mean():
         combine(a, rng.random((2, 4)))
 
 
-def _run(seed=0, ids=("x", "y", "z"), classes=("a", "b", "c", "d"), keys=("multi-scale",)):
-    p = np.random.default_rng(seed).dirichlet(np.ones(len(classes)), size=len(ids))
-    return {"ids": list(ids), "labels": np.arange(len(ids)) % len(classes),
-            "classes": list(classes), "probs": {k: p.astype(np.float32) for k in keys}}
-
-
-def test_fuse_a_run_with_itself_returns_the_run():
-    r = _run()
-    np.testing.assert_array_equal(fuse([r, r], "multi-scale"), r["probs"]["multi-scale"])
-    np.testing.assert_array_equal(fuse([r], "multi-scale"), r["probs"]["multi-scale"])
-    r2 = _run(seed=1)
-    np.testing.assert_allclose(fuse([r, r2], "multi-scale"),
-                               (r["probs"]["multi-scale"] + r2["probs"]["multi-scale"]) / 2)
-
-
-def test_fuse_refuses_mismatched_members():
-    r = _run()
-    with pytest.raises(ValueError, match="different images"):
-        fuse([r, _run(ids=("x", "y", "w"))], "multi-scale")
-    with pytest.raises(ValueError, match="another order"):
-        fuse([r, _run(ids=("y", "x", "z"))], "multi-scale")
-    with pytest.raises(ValueError, match="class order"):
-        fuse([r, _run(classes=("b", "a", "c", "d"))], "multi-scale")
-    with pytest.raises(ValueError, match="no 'multi-crop'"):
-        fuse([r, r], "multi-crop")
-    with pytest.raises(ValueError, match="at least one"):
-        fuse([], "multi-scale")
-
-
-def test_save_load_round_trip(tmp_path):
-    r = _run(keys=("dense@256", "multi-scale", "multi-crop", "multi-crop+dense"))
-    path = tmp_path / "run" / "probs.npz"
-    save_probs(path, r["ids"], r["labels"], r["classes"], r["probs"])
-    assert sorted(p.name for p in path.parent.iterdir()) == ["probs.npz"]  # no temp left
-    back = load_probs(path)
-    assert back["ids"] == r["ids"] and back["classes"] == r["classes"]
-    np.testing.assert_array_equal(back["labels"], r["labels"])
-    assert set(back["probs"]) == set(r["probs"])
-    for k, p in r["probs"].items():
-        np.testing.assert_array_equal(back["probs"][k], p.astype(np.float16).astype(np.float32))
-    with np.load(path) as z:
-        assert z["probs/multi-scale"].dtype == np.float16
-    # a saved run fuses with itself
-    np.testing.assert_array_equal(fuse([back, load_probs(path)], "multi-crop"), back["probs"]["multi-crop"])
-    with pytest.raises(ValueError, match="expected"):
-        save_probs(path, r["ids"], r["labels"], r["classes"], {"x": np.ones((2, 4))})
-
-
 @pytest.mark.parametrize("train_scale,single", [("256", 256), ("256-512", 384)])
 def test_evaluate_run_keys(model, train_scale, single):
     profile = PROFILES["smoke"]
     imgs = _images(sizes=((75, 90), (80, 75), (75, 90)))
+    names = ["dense", "centre-crop", "multi-scale", "multi-crop", "multi-crop+dense"]
     ev, probs = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
-                             multi_crop=True, progress=False)
+                             protocols=names, progress=False)
     keys = [f"dense@{single}", f"centre-crop@{single}", "multi-scale", "multi-crop", "multi-crop+dense"]
     assert list(ev) == keys and list(probs) == keys
     multi = vgg.profiles.test_scales(train_scale)["multi"]
@@ -205,47 +158,34 @@ def test_evaluate_run_keys(model, train_scale, single):
         assert p.shape == (3, 4)
     np.testing.assert_allclose(probs["multi-crop+dense"],
                                (probs["multi-crop"] + probs["multi-scale"]) / 2, rtol=1e-6)
+    assert [e["protocol"] for e in ev.values()] == names
+    # the 150 crops' cost counts in the combination too, the dense passes in multi-scale
+    assert ev["multi-crop+dense"]["seconds"] >= ev["multi-crop"]["seconds"]
     ev2, probs2 = evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile,
-                               progress=False)
+                               protocols=names[:3], progress=False)
     assert list(ev2) == keys[:3]
+    np.testing.assert_array_equal(probs2["multi-scale"], probs["multi-scale"])
+    with pytest.raises(ValueError, match="unknown protocol.*valid: dense"):
+        evaluate_run(model, imgs, MEAN, train_scale=train_scale, profile=profile, protocols=["10-crop"])
 
 
 def test_empty_or_too_small_scales_raise(model):
     imgs = _images()
     with pytest.raises(ValueError, match="no test scales"):
-        multi_scale_probs(model, imgs, [], MEAN, progress=False)
-    with pytest.raises(ValueError, match="no test scales"):
         multi_crop_probs(model, imgs, [], MEAN, progress=False)
-    with pytest.raises(ValueError, match=r"smaller than the model's crop.*Q >= 32"):
+    with pytest.raises(ValueError, match=r"Q = 31 real px.*>= the model's crop \(32 px\)"):
         dense_probs(model, imgs, 31, MEAN, progress=False)
-    with pytest.raises(ValueError, match="smaller than the model's crop"):
+    with pytest.raises(ValueError, match="Q = 20 real px"):
         multi_crop_probs(model, imgs, [40, 20], MEAN, progress=False)
     # S = 224 at the smoke profile: Q = S - 32 = 192 paper px is 27 real px < crop 32
-    with pytest.raises(ValueError, match="Q = 192"):
+    with pytest.raises(ValueError, match="Q = 27 real px"):
         evaluate_run(model, imgs, MEAN, train_scale="224", profile=PROFILES["smoke"],
-                     progress=False)
+                     protocols=["multi-scale"], progress=False)
     with pytest.raises(ValueError, match="crop 64"):
         evaluate_run(model, imgs, MEAN, train_scale="256", profile=PROFILES["cpu"],
-                     progress=False)
+                     protocols=["dense"], progress=False)
     with pytest.raises(ValueError, match="empty"):
         dense_probs(model, [], 32, MEAN, progress=False)
-
-
-@pytest.mark.parametrize("h,w", [(64, 64), (73, 97), (110, 146), (119, 150)])
-def test_score_map_side_is_the_dense_nets_real_map(h, w):
-    """The analytic map size (vgg.evaluate.score_map_side) against the dense net's output,
-    at the cpu profile's test scales (64 px crops; 73, 110, 119 px short sides)."""
-    from vgg import to_dense
-    from vgg.evaluate import score_map_side
-
-    model = vgg.build("A", num_classes=3, width=0.125, crop=64).eval()
-    with torch.no_grad():
-        scores = to_dense(model).score_map(torch.zeros(1, 3, h, w))
-    (mh, uh), (mw, uw) = score_map_side(h, 64), score_map_side(w, 64)
-    assert scores.shape[-2:] == (mh, mw)
-    assert (uh, uw) == (h % 32, w % 32)
-    with pytest.raises(ValueError, match="smaller than the crop"):
-        score_map_side(63, 64)
 
 
 def test_centre_windows_trims_to_the_stride_around_the_centre():
@@ -275,8 +215,13 @@ def test_dense_evaluation_centres_its_windows(model):
     assert not np.allclose(p, top_left, atol=1e-4)
 
 
-def test_dense_context_scores_each_window_in_the_dense_pass_and_as_a_crop(model):
-    from vgg.evaluate import centre_crop, centre_windows, dense_context
+def test_windows_as_crops_scores_each_window_in_the_dense_pass_and_as_a_crop(model):
+    from vgg.evaluate import centre_crop, centre_windows
+
+    def dense_context(*a, **k):
+        p, extra = windows_as_crops(*a, **k)
+        err = 100 * np.mean(p.argmax(1) != np.asarray(a[1].labels))
+        return dict(extra, crops_on_grid=err, n_images=len(p))
     imgs = _images(sizes=((37, 50), (45, 33), (64, 90), (50, 50), (33, 60), (70, 40)), seed=3)
     # At q = crop there is one window, the centre crop itself: all five measures agree.
     one = dense_context(model, imgs, CROP, MEAN, progress=False)
@@ -313,15 +258,18 @@ def test_dense_context_scores_each_window_in_the_dense_pass_and_as_a_crop(model)
     # dense without the flip, as dense_probs computes it
     p = dense_probs(model, imgs, q, MEAN, flip=False, progress=False)
     assert got["dense"] == pytest.approx(100 * np.mean(p.argmax(1) != imgs.labels.numpy()))
-    with pytest.raises(ValueError, match="pass a vgg.data.Images"):
-        dense_context(model, list(imgs.images), q, MEAN, progress=False)
+    # the protocol's record carries the window-level numbers (the dense-context penalty)
+    ev, _ = evaluate_run(model, imgs, MEAN, train_scale="256", profile=PROFILES["smoke"],
+                         protocols=["windows-as-crops"], progress=False)
+    rec = ev["windows-as-crops@256"]
+    assert {"window_in_dense", "window_as_crop", "n_windows"} <= set(rec) and rec["protocol"] == "windows-as-crops"
 
 
-def test_dense_context_cuts_the_crops_one_stride_apart_and_one_crop_wide():
+def test_windows_as_crops_cuts_the_crops_one_stride_apart_and_one_crop_wide():
     """With a 64 px crop (a 2x2 last feature map, the cpu profile's) the windows overlap: 32 px
     apart, 64 wide. The crops scored against each label must be exactly those regions (with
     a crop equal to the stride, as in the test above, a mix-up of the two would not show)."""
-    from vgg.evaluate import centre_windows, dense_context
+    from vgg.evaluate import centre_windows
     torch.manual_seed(1)
     net = vgg.build("A", num_classes=4, width=0.125, crop=64).eval()
     img = _img(96, 160, seed=7)  # rescaled to q = 96: 96 x 160, a 2 x 4 score map
@@ -332,7 +280,34 @@ def test_dense_context_cuts_the_crops_one_stride_apart_and_one_crop_wide():
         # label each window's crop with its own top class: then that one window, as a crop, is right
         label = int(s.argmax())
         imgs = data.Images(images=[img], labels=torch.tensor([label]), ids=["x"], classes=list(CLASSES))
-        got = dense_context(net, imgs, 96, MEAN, batch_size=3, progress=False)
+        _, got = windows_as_crops(net, imgs, 96, MEAN, batch_size=3, progress=False)
         assert got["n_windows"] == 8
         expected = 100 * np.mean([int(c.argmax()) != label for c in crops])
         assert got["window_as_crop"] == pytest.approx(expected), i
+
+
+def test_dense_softmax_averages_each_windows_posterior(model):
+    """The paper averages class posteriors over the score map; dense averages scores first."""
+    img = _img(64, 96, 11)  # q = 64: a 2 x 3 score map
+    ev = Evaluation(model, [img], MEAN, progress=False)
+    got = PROTOCOLS["dense-softmax"].fn(ev, [64])[0]
+    x = vgg.evaluate.centre_windows(data.normalize(img[None], torch.as_tensor(MEAN)))
+    model.eval()
+    with torch.inference_mode():
+        m = vgg.to_dense(model)
+        post = lambda t: F.softmax(m.score_map(t), dim=1).mean(dim=(-2, -1))[0]
+        want = ((post(x) + post(x.flip(-1))) / 2).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, dense_probs(model, [img], 64, MEAN, progress=False)[0], atol=1e-5)
+
+
+def test_every_protocol_is_one_registry_entry_with_its_scales(model):
+    imgs = _images(sizes=((75, 90), (80, 75)))
+    names = list(PROTOCOLS)
+    ev, probs = evaluate_run(model, imgs, MEAN, train_scale="384", profile=PROFILES["smoke"],
+                             protocols=names, progress=False)
+    for name in names:
+        key = vgg.evaluate.result_key(name, "384")
+        assert key == (f"{name}@384" if PROTOCOLS[name].scales == "single" else name)
+        assert ev[key]["scales"] == vgg.profiles.test_scales("384")[PROTOCOLS[name].scales]
+        np.testing.assert_allclose(probs[key].sum(1), 1, rtol=1e-4)

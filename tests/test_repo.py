@@ -1,4 +1,6 @@
-"""The repository's set-up: pins agree, CI runs the README's test command."""
+"""The repository's set-up: pins agree, CI runs the README's test command, the package's
+layers have no cycle and its files stay small."""
+import ast
 import re
 from pathlib import Path
 
@@ -27,8 +29,83 @@ def test_ci_runs_the_readme_test_command():
 
 def test_checkpoints_and_build_are_ignored():
     ignored = (ROOT / ".gitignore").read_text()
-    for pattern in (".venv/", "_build/", "runs/**/*.pt"):
+    for pattern in (".venv/", "_build/", "runs/**/*.pt", "!runs/**/weights.pt", "runs/**/.lock"):
         assert pattern in ignored
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> tuple[set[str], list[str]]:
+    """(vgg modules ``path`` imports, anywhere in it; those imported inside a function)."""
+    tree = ast.parse(path.read_text())
+    me = _module(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found, local = set(), []
+
+    def names(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names if a.name.split(".")[0] == "vgg"]
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            if base.split(".")[0] != "vgg":
+                return []
+            # `from vgg import data` imports the module vgg.data
+            subs = [f"{base}.{a.name}" for a in node.names if (ROOT / f"{base}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
+                    or (ROOT / f"{base}.{a.name}".replace(".", "/") / "__init__.py").exists()]
+            return subs or [base]
+        return []
+
+    for node in ast.walk(tree):
+        found.update(names(node))
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                local += [f"{me}.{fn.name}: {n}" for n in names(node)]
+    return found - {me}, local
+
+
+def test_the_package_has_no_import_cycle_and_no_import_hidden_in_a_function():
+    """Layers import downwards only (vgg/__init__.py lists them); an import inside a function
+    would hide a cycle from a reader, so there is none of a vgg module."""
+    files = sorted((ROOT / "vgg").rglob("*.py"))
+    graph, hidden = {}, []
+    for f in files:
+        deps, local = _imports(f)
+        graph[_module(f)] = {d for d in deps if d != "vgg"}
+        hidden += local
+    assert not hidden, hidden
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [dep]))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    # the core does not depend on the report or the operator tools
+    core = {m for m in graph if not m.startswith(("vgg.report", "vgg.ops", "vgg.__main__"))}
+    for m in core:
+        assert not {d for d in graph[m] if d.startswith(("vgg.report", "vgg.ops"))}, m
+
+
+def test_files_stay_small_and_the_experiment_core_is_at_most_2000_lines():
+    lines = {f.relative_to(ROOT).as_posix(): len(f.read_text().splitlines()) for f in (ROOT / "vgg").rglob("*.py")}
+    assert max(lines.values()) <= 400, {f: n for f, n in lines.items() if n > 400}
+    core = sum(n for f, n in lines.items() if not f.startswith(("vgg/report/", "vgg/ops/")))
+    assert core <= 2000, core
 
 
 def test_a_result_written_by_the_study_does_not_make_the_code_dirty(tmp_path):

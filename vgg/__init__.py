@@ -1,11 +1,13 @@
 """A reproduction of Simonyan & Zisserman, "Very Deep Convolutional Networks for
 Large-Scale Image Recognition" (ICLR 2015), at a scale two CPU cores can afford.
 
-Files by role: ``model`` (Table 1 and the dense form), ``profiles`` (paper pixels ->
-real pixels), ``config`` (one typed source of run parameters), ``data`` (images, the
-paper's transforms), ``train`` (Sect. 3.1), ``evaluate`` (Sect. 3.2, 4.1-4.4),
-``stats`` (confidence intervals), ``run`` (one experiment), ``study`` (all of them),
-``results`` (reading runs/ for the book), ``bench`` (speed).
+Files by layer, each importing only from the layers above it in this list:
+``io``, ``profiles``, ``model``, ``stats`` (bottom); ``data`` (images, the paper's
+transforms), ``train`` (Sect. 3.1), ``evaluate`` (Sect. 3.2, 4: the protocol registry);
+``config`` (one typed source of run parameters); ``spec`` (the study as data: runs,
+tables, claims, fusions); ``rundir`` (one run folder); ``run`` (one experiment); ``study``
+(all of them). Beside the core: ``report`` (what the book reads), ``ops`` (progress,
+benchmarks) and the CLI (``__main__``).
 """
 from .model import NETS, build, describe, param_count, to_dense
 

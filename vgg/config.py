@@ -8,15 +8,22 @@ silently runs the default.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from .evaluate import PROTOCOLS
 from .io import ROOT
 from .model import NETS, check_net
 from .profiles import PROFILES, Profile, get_profile, parse_train_scale
-from .study import run_name
+
+# Where and how a run executes, not what it is: never part of a run's name or recipe.
+RUNTIME_FIELDS = ("data", "device", "threads", "out", "protocols")
+# Parameters of older metrics.json files, read into today's fields (RunConfig.from_dict).
+LEGACY = {"multi_crop": lambda v: {"protocols": ["dense", "centre-crop", "multi-scale"]
+                                   + (["multi-crop", "multi-crop+dense"] if v else [])}}
 
 
 @dataclass
@@ -33,10 +40,10 @@ class RunConfig:
     patience: int | None = None  # plateau rule (profiles without lr_steps): epochs without held-out gain before lr /= 10
     max_lr_drops: int = 3  # the paper divided the lr 3 times, then stopped (Sect. 3.1)
     holdout_frac: float = 0.05  # slice of each training class that monitors the schedule
-    init: str = "glorot"  # "glorot" (default) or "paper": N(0, 0.01) + layers of a trained A
+    init: str | None = None  # "glorot" or "paper" (N(0, 0.01) + layers of a trained A); None: the profile's
     init_a: str | None = None  # run folder of a trained A, for init="paper"
     init_from: str | None = None  # run folder whose final weights start this run
-    multi_crop: bool = False  # also run the 150-crop evaluation (Table 5)
+    protocols: list[str] | None = None  # names of vgg.evaluate.PROTOCOLS; None: the run's row in vgg.spec
     data: str | None = None  # image folder; None: $VGG_DATA or the default places
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     threads: int | None = None  # torch CPU threads; None: all cores
@@ -47,23 +54,36 @@ class RunConfig:
         check_net(self.net)
         parse_train_scale(self.train_scale)
         get_profile(self.profile)
-        _choice("init", self.init, ("glorot", "paper"))
+        if self.init is not None:
+            _choice("init", self.init, ("glorot", "paper"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed}")
         for name in ("epochs", "batch_size", "patience", "threads"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise ValueError(f"{name} must be a positive whole number, got {value}")
-        for name in ("lr", "weight_decay", "momentum"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_lr_drops < 0:
+            raise ValueError(f"max_lr_drops must be >= 0, got {self.max_lr_drops}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
+            raise ValueError(f"lr must be a finite number in (0, 10], got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1):
+            raise ValueError(f"weight_decay must be a finite number in [0, 1), got {self.weight_decay}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be a finite number in [0, 1), got {self.momentum}")
+        if self.protocols is not None:
+            unknown = [p for p in self.protocols if p not in PROTOCOLS]
+            if unknown or not self.protocols:
+                raise ValueError(f"protocols {self.protocols!r}: give one or more of {', '.join(PROTOCOLS)}")
         if not 0 < self.holdout_frac < 0.5:
             raise ValueError(f"holdout_frac must be in (0, 0.5), got {self.holdout_frac}")
         if self.patience is not None and self.lr_steps:
             raise ValueError(f"patience is for the plateau rule, but the {self.profile} profile trains on a "
                              f"fixed schedule (lr / 10 after epochs {', '.join(map(str, self.lr_steps))}); "
                              f"leave patience unset, or use a profile with the plateau rule (smoke, gpu)")
-        if self.init == "paper" and not self.init_a:
-            raise ValueError("init='paper' copies layers from a trained net A: set init_a to its run folder")
+        if self.init_scheme == "paper" and not (self.init_a or self.init_from) and self.net not in ("A", "A-LRN"):
+            raise ValueError(f"init='paper' gives {self.net} layers of a trained net A (Sect. 3.1): set init_a "
+                             f"to its run folder (A and A-LRN start from N(0, 0.01) alone)")
 
     def _check_types(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -79,7 +99,11 @@ class RunConfig:
                 value = float(value)
             if int in allowed and isinstance(value, float) and value.is_integer() and bool not in allowed:
                 value = int(value)
-            ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+            if any(typing.get_origin(t) is list for t in allowed) and isinstance(value, (list, tuple)):  # list[str]: a list of text
+                value = list(value)
+                if not all(isinstance(v, str) for v in value):
+                    raise TypeError(f"{f.name} must be a list of names, got {value!r}")
+            ok = any(isinstance(value, typing.get_origin(t) or t) and not (t is int and isinstance(value, bool))
                      for t in allowed if t is not type(None))
             if not ok:
                 names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
@@ -90,6 +114,12 @@ class RunConfig:
     def from_dict(cls, params: dict) -> "RunConfig":
         """Build from notebook/CLI parameters; unknown keys raise with the closest valid one."""
         valid = [f.name for f in fields(cls)]
+        params = dict(params)
+        for old, new in LEGACY.items():
+            if old in params:
+                value = params.pop(old)
+                for k, v in new(value).items():
+                    params.setdefault(k, v)
         unknown = [k for k in params if k not in valid]
         if unknown:
             hints = []
@@ -105,16 +135,9 @@ class RunConfig:
         return PROFILES[self.profile]
 
     @property
-    def variant(self) -> str | None:
-        return "ainit" if self.init == "paper" else None
-
-    @property
-    def name(self) -> str:
-        return run_name(self.net, self.train_scale, self.seed, self.variant)
-
-    @property
-    def out_dir(self) -> Path:
-        return resolve(self.out) if self.out else ROOT / "runs" / self.profile / self.name
+    def init_scheme(self) -> str:
+        """How a run from scratch starts: ``init``, else its profile's."""
+        return self.init or self.prof.init
 
     @property
     def max_epochs(self) -> int:
@@ -148,4 +171,4 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
-__all__ = ["RunConfig", "DEFAULTS", "NETS"]
+__all__ = ["RunConfig", "DEFAULTS", "RUNTIME_FIELDS", "NETS", "resolve"]

@@ -47,9 +47,9 @@ _CACHE_VERSION = 2  # bump when the cache layout or the decoding changes
 
 # ----------------------------------------------------------------------------- where
 
-def find_data(data: str | os.PathLike | None = None) -> Path:
+def find_data(data: str | os.PathLike | None = None, folder: str = "imagenette2-160") -> Path:
     """The image folder: ``data`` if given, else ``$VGG_DATA``, else the first that exists of
-    ``<repo>/data/imagenette2-160`` and ``<repo>/../shared/data/imagenette2-160``.
+    ``<repo>/data/<folder>`` and ``<repo>/../shared/data/<folder>`` (a profile names its folder).
 
     An explicit choice (the argument or ``$VGG_DATA``) is never silently replaced by a default:
     if it does not exist, that is the error.
@@ -60,7 +60,7 @@ def find_data(data: str | os.PathLike | None = None) -> Path:
         places, why = [Path(os.environ["VGG_DATA"])], "$VGG_DATA"
     else:
         root = vgg_io.ROOT  # looked up at call time, so tests can point it elsewhere
-        places = [root / "data" / "imagenette2-160", root.parent / "shared" / "data" / "imagenette2-160"]
+        places = [root / "data" / folder, root.parent / "shared" / "data" / folder]
         why = "the default places"
     for place in places:
         if place.is_dir():

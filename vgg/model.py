@@ -208,19 +208,35 @@ def _weight_layers(model: VGG) -> tuple[list[nn.Conv2d], list[nn.Linear]]:
     return convs, fcs
 
 
-def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01) -> list[str]:
+def paper_fan_in_ratio(model: VGG) -> list[float]:
+    """Per weight layer (convs, then FCs): the layer's fan-in in the paper's net (width 1,
+    crop 224) over its fan-in here. Built on the meta device: no memory for 138M weights."""
+    with torch.device("meta"):
+        ref = VGG(model.net, model.num_classes, 1.0, 224)
+    ours, paper = (sum(_weight_layers(m), []) for m in (model, ref))
+    return [p.weight[0].numel() / o.weight[0].numel() for o, p in zip(ours, paper)]
+
+
+def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01, gain_matched: bool = False) -> list[str]:
     """The paper's original scheme (Sect. 3.1): N(0, std^2) weights, zero biases, then the
     first four conv layers and the three FC layers copied from a trained net A.
+
+    deviation (``gain_matched``, the cpu128 profile): each layer's std is
+    ``std * sqrt(paper fan-in / our fan-in)``, so that std * sqrt(fan-in), the factor by which
+    a layer scales its input's spread, is the paper's. At width 1/8 a flat N(0, 0.01) shrinks
+    the signal about 3x more per conv layer than at the paper's width; A then started at
+    chance and stayed there (loss ln 10, runs/cpu128-pilot).
 
     The deeper nets' layer shapes differ from A's (D's second conv is 64->64, A's is
     64->128), so each of A's first four convs is copied into the next conv of the target
     with the same shape, in order; for D that is conv 1, 3, 5, 6. Returns the copied
     layers' names (for the run's provenance).
     """
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, std)
-            nn.init.zeros_(m.bias)
+    layers = sum(_weight_layers(model), [])
+    ratios = paper_fan_in_ratio(model) if gain_matched else [1.0] * len(layers)
+    for m, r in zip(layers, ratios):
+        nn.init.normal_(m.weight, 0.0, std * r ** 0.5)
+        nn.init.zeros_(m.bias)
     if from_a is None:
         return []
     if not isinstance(from_a, VGG) or from_a.net != "A":

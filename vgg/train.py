@@ -25,8 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .io import atomic_path
+from .model import describe
 
-CHECKPOINT = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_top1_err", "holdout_top1_err", "holdout_top5_err",
                    "lr", "seconds", "images_per_s"]
 
@@ -95,6 +95,9 @@ def topk_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         xb = x[i:i + batch_size].to(device, memory_format=torch.channels_last)
         with _autocast(device):
             scores = model(xb).float()
+        if not bool(torch.isfinite(scores).all()):
+            raise TrainingDiverged("the net's outputs on the held-out slice became non-finite; the run is "
+                                   "marked failed. A lower lr may help.")
         pred = scores.topk(k, dim=1).indices.cpu()
         yb = y[i:i + batch_size]
         top1 += int((pred[:, 0] == yb).sum())
@@ -113,14 +116,14 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
-def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *, out_dir: Path,
+def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *, checkpoint: Path,
         lr: float, momentum: float, weight_decay: float, max_epochs: int, patience: int,
         max_lr_drops: int, seed: int, device: torch.device, progress: bool = True,
         recipe: dict | None = None, lr_steps: tuple[int, ...] | None = None,
-        stall_epochs: int | None = None,
+        stall_epochs: int | None = None, monitor_window: int = 1, plateau_threshold: float | None = None,
         on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> TrainResult:
     """Train ``model`` on ``batches`` (a ``vgg.data.TrainBatches``) until the schedule stops
-    or ``max_epochs``; resume from ``out_dir/checkpoint.pt`` when it exists.
+    or ``max_epochs``; resume from ``checkpoint`` when it exists (written after every epoch).
 
     The schedule: the paper's plateau rule (lr / 10 after ``patience`` epochs without a new
     best held-out accuracy; the plateau after ``max_lr_drops`` divisions stops), or, with
@@ -140,10 +143,14 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
     if lr_steps:  # a fixed schedule (see the cpu profile for why)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
     else:  # Sect. 3.1: divide by 10 when the monitored accuracy stops improving.
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=patience)
+        # A plateau: the monitor (held-out accuracy, averaged over the last ``monitor_window``
+        # epochs against the slice's noise) has not beaten its best by ``plateau_threshold``
+        # points for ``patience`` epochs.
+        kw = {} if plateau_threshold is None else dict(threshold=plateau_threshold, threshold_mode="abs")
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=patience, **kw)
     end = "schedule end" if lr_steps else "epoch cap"
     result = TrainResult()
-    ckpt_path = Path(out_dir) / CHECKPOINT
+    ckpt_path = Path(checkpoint)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         saved = ckpt.get("recipe")  # absent in checkpoints written before it was stored
@@ -196,7 +203,15 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / elapsed:.0f}", refresh=False)
         train_seconds = time.perf_counter() - t0
-        h1, h5 = topk_errors(model, *holdout, eval_bs, device)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
+            ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            raise TrainingDiverged(f"the weights became non-finite in epoch {epoch} (lr {opt.param_groups[0]['lr']:g}); "
+                                   f"the run is marked failed. A lower lr may help.")
+        try:
+            h1, h5 = topk_errors(model, *holdout, eval_bs, device)
+        except TrainingDiverged:
+            ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            raise
         row = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1),
                    train_top1_err=100.0 * (1 - correct / max(seen, 1)), holdout_top1_err=h1,
                    holdout_top5_err=h5, lr=opt.param_groups[0]["lr"],
@@ -206,7 +221,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         if lr_steps:
             sched.step()
         else:
-            sched.step(100.0 - h1)
+            window = [r["holdout_top1_err"] for r in result.history[-monitor_window:]]
+            sched.step(100.0 - sum(window) / len(window))
         if opt.param_groups[0]["lr"] < lr_before:
             if result.lr_drops == max_lr_drops and not lr_steps:  # a plateau after the last division: stop
                 result.stopped = "plateau"  # (the scheduler's extra division is never used)
@@ -224,7 +240,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
             raise TrainingStalled(
                 f"the training error is {row['train_top1_err']:.1f}% after {epoch} epochs, chance level "
                 f"for {_num_classes(model)} classes: the net is not learning (dead ReLUs). Use the "
-                f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.study.A_INIT does.")
+                f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.spec's B-5x5 row does.")
     _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
     return result
 
@@ -237,38 +253,8 @@ def _save_checkpoint(path: Path, model, opt, sched, result: TrainResult, recipe:
         torch.save(state, tmp)
 
 
-def load_weights(run_dir: str | os.PathLike, model: nn.Module) -> dict:
-    """Load the final weights of a finished run into ``model`` (the init chain of Sect. 3.1).
-
-    Refuses, before touching ``model``, a parent of another net, width, crop or classes.
-    Returns the parent's metrics (for provenance).
-    """
-    import json
-
-    run_dir = Path(run_dir)
-    metrics_path, ckpt_path = run_dir / "metrics.json", run_dir / CHECKPOINT
-    if not metrics_path.exists() or not ckpt_path.exists():
-        raise FileNotFoundError(
-            f"init_from={str(run_dir)!r} is not a finished run: it needs metrics.json and {CHECKPOINT} "
-            f"(checkpoints are not in git; re-run that run first, e.g. with `python -m vgg study`)")
-    parent = json.loads(metrics_path.read_text())
-    if parent.get("status") != "complete":
-        raise ValueError(f"init_from={str(run_dir)!r} has status {parent.get('status')!r}, not 'complete'")
-    ours = dict(net=model.net, width=model.width, crop=model.crop, num_classes=model.num_classes)
-    theirs = {k: parent.get("model", {}).get(k) for k in ours}
-    if ours != theirs:
-        diff = ", ".join(f"{k}: parent {theirs[k]!r} vs this run {ours[k]!r}" for k in ours if ours[k] != theirs[k])
-        raise ValueError(f"init_from={str(run_dir)!r} is another network ({diff}); "
-                         f"the init chain starts a run from the same configuration")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"]
-    model.load_state_dict(state)
-    return parent
-
-
 def train_flops_per_image(model: nn.Module) -> float:
     """Model FLOPs of one training image: forward multiply-adds x 2 FLOPs x 3 (fwd + bwd)."""
-    from .model import describe
-
     rows = describe(model.net, num_classes=model.num_classes, width=model.width, crop=model.crop)
     return 6.0 * sum(r["macs"] for r in rows)
 

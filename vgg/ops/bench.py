@@ -5,6 +5,12 @@ variants side by side in one process and reports medians of several repeats.
 """
 from __future__ import annotations
 
+from .. import data as D
+from ..evaluate import dense_probs, multi_crop_probs
+from ..model import LocalResponseNorm, build
+from ..profiles import PROFILES
+from ..train import matmul_peak_flops, pick_device, train_flops_per_image
+
 
 def bench_data(args=None, n_images: int = 2000, repeats: int = 3) -> dict:
     """Images/s of vgg.data's pipeline vs a textbook torchvision one (Imagenette, cpu profile).
@@ -25,8 +31,6 @@ def bench_data(args=None, n_images: int = 2000, repeats: int = 3) -> dict:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from . import data as D
-    from .profiles import PROFILES
 
     prof = PROFILES["cpu"]
     root = D.find_data(getattr(args, "data", None))
@@ -103,10 +107,6 @@ def bench_train(args=None, nets=("A", "D"), steps: int = 30, repeats: int = 3) -
     import torch
     import torch.nn.functional as F
 
-    from . import data as D
-    from .model import build
-    from .profiles import PROFILES
-    from .train import matmul_peak_flops, pick_device, train_flops_per_image
 
     prof = PROFILES["cpu"]
     device = pick_device("auto")
@@ -156,11 +156,6 @@ def bench_eval(args=None, n_images: int = 200, n_crop_images: int = 20, repeats:
 
     import torch
 
-    from . import data as D
-    from .evaluate import dense_probs, multi_crop_probs
-    from .model import build
-    from .profiles import PROFILES
-    from .train import pick_device
 
     prof = PROFILES["cpu"]
     device = pick_device("auto")
@@ -232,8 +227,6 @@ def bench_lrn(args=None, repeats: int = 7, steps: int = 5) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from .model import LocalResponseNorm, build
-    from .profiles import PROFILES
 
     prof = PROFILES["cpu"]
     torch.manual_seed(0)

@@ -1,0 +1,2 @@
+"""Operator tools beside the experiment core: progress and time left (``progress``), benchmarks
+(``bench``). Nothing of the core imports them."""
