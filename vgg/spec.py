@@ -28,6 +28,8 @@ FINETUNE_LR = 1e-3
 BASE = ("dense", "centre-crop", "multi-scale")  # Tables 3-4 and Sect. 4.1's centre crop
 MULTI_CROP = ("multi-crop", "multi-crop+dense")  # Table 5 (150 crops: slow)
 DIAGNOSTICS = ("windows-as-crops", "dense-softmax")  # why dense trails crops (protocol chapter)
+# Profiles whose every run is evaluated with every protocol (the cpu profile's rows name theirs).
+ALL_PROTOCOLS = ("cpu128",)
 TAGS = {("init", "paper"): "ainit"}  # overrides with a name of their own in run names
 SHALLOW = ("A", "A-LRN")  # Sect. 3.1: shallow enough to train from random init; the others take A's layers
 
@@ -81,8 +83,11 @@ class Run:
         p.update(self.overrides)
         if not self.parent and self.init(profile) == "paper" and self.net not in SHALLOW:
             p["init_a"] = f"{runs_dir}/{profile}/{run_name('A', '256', seed)}"
-        p["protocols"] = list(self.protocols)
+        p["protocols"] = list(self.protocols_at(profile))
         return p
+
+    def protocols_at(self, profile: str) -> tuple[str, ...]:
+        return tuple(PROTOCOLS) if profile in ALL_PROTOCOLS else self.protocols
 
 
 def chain_params(net: str, parent: str | None, seed: int, profile: str, runs_dir="runs") -> dict:
@@ -160,7 +165,7 @@ def protocols_of(cfg: RunConfig, runs=RUNS) -> tuple[str, ...]:
     if cfg.protocols is not None:
         return tuple(cfg.protocols)
     r = row(cfg.net, cfg.train_scale, runs)
-    return r.protocols if r else BASE
+    return r.protocols_at(cfg.profile) if r else tuple(PROTOCOLS) if cfg.profile in ALL_PROTOCOLS else BASE
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class Planned:
 
     net = property(lambda self: self.row.net)
     train_scale = property(lambda self: self.row.train_scale)
-    protocols = property(lambda self: self.row.protocols)
+    protocols = property(lambda self: self.row.protocols_at(self.profile))
     name = property(lambda self: self.row.name(self.seed, self.profile))
     parents = property(lambda self: self.row.parents(self.seed, self.profile))
     init_from = property(lambda self: self.parents[0] if self.row.parent else None)
