@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .profiles import PROFILES, get_profile
 from .rundir import RunDir
 from .run import evaluate_more
 from .spec import SEEDS, name_of, out_dir, row
+from . import notebook
 from .study import execute, run_study
 
 
@@ -28,18 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--train-scale", default="256", help='S in paper pixels: "256", "384" or "256-512"')
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
-    r.add_argument("--out", default=None, help="the run folder (default runs/<profile>/<run name>; "
-                                               "a relative path is relative to the repository root)")
+    r.add_argument("--out", default=None, help="the run folder (default runs/<profile>/<run name>); "
+                                               "a relative path is relative to the current directory")
     r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other notebook parameter, e.g. -p epochs=5 -p lr=0.003 (the run's name then "
-                        "says so: D-S256-lr0.003-s0)")
+                        "says so: D-S256-lr0.003-s0); paths (data, init_from, init_a) are relative to the "
+                        "current directory")
 
     s = sub.add_parser("study", help="every run of the plan (vgg.spec.RUNS) that is not complete yet")
     s.add_argument("--profile", default="cpu")
     s.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds 0..N-1 (default {SEEDS})")
     s.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each when > 1)")
-    s.add_argument("--data", default=None)
-    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--data", default=None, help="the image folder (default: the profile's; relative to the "
+                                                "current directory)")
+    s.add_argument("--runs-dir", default="runs", help="where run folders go (relative to the current directory)")
     s.add_argument("--status", action="store_true", help="show where each planned run stands; run nothing")
     s.add_argument("--hours", type=float, default=None,
                    help="start only runs that, with the runs that start from them, fit in this many hours "
@@ -59,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+PATHS = ("data", "init_from", "init_a", "out")
+
+
+def _absolute(value):
+    """A path the user typed, resolved against the directory they ran the command in."""
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
 def run_params(args, ap) -> dict:
     """The parameters of ``vgg run``: the plan's row for (net, scale), so this command makes
     exactly the run `make study` would; ``-p`` overrides them (and names the variant)."""
@@ -73,29 +85,51 @@ def run_params(args, ap) -> dict:
             params[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             params[key] = value
+        if key in PATHS:
+            params[key] = _absolute(str(params[key]))
     return params
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
+    if os.environ.get("VGG_DATA"):  # the kernels run in the repository root: pass it on absolute
+        os.environ["VGG_DATA"] = _absolute(os.environ["VGG_DATA"])
     if args.cmd == "run":
         get_profile(args.profile)
         params = run_params(args, ap)
-        cfg = RunConfig.from_dict(dict(params, out=args.out))
+        cfg = RunConfig.from_dict(dict(params, out=_absolute(args.out)))
         out = out_dir(cfg)
-        print(f"run {name_of(cfg)} -> {out}")
-        execute(params, out, log_output=True)
+        D.find_data(cfg.data, cfg.prof.data_folder)  # before a kernel starts
+        print(f"run {name_of(cfg)} -> {out}", flush=True)
+        try:
+            execute(params, out, name=name_of(cfg),
+                    echo=lambda line: None if line.startswith(f"run {name_of(cfg)} ->") else print(line, flush=True))
+        except KeyboardInterrupt:
+            notebook.stop_all()
+            print(f"stopped {name_of(cfg)}; it resumes from its last checkpoint when you run the same command again",
+                  file=sys.stderr)
+            return 130
+        print(f"{name_of(cfg)} complete: {out / RunDir.METRICS}")
         return 0
     if args.cmd == "study":
         get_profile(args.profile)
+        if args.seeds < 1:
+            ap.error(f"--seeds must be 1 or more (seeds 0..N-1), got {args.seeds}")
+        if args.jobs < 1:
+            ap.error(f"--jobs must be 1 or more, got {args.jobs}")
+        args.runs_dir, args.data = _absolute(args.runs_dir), _absolute(args.data)
         if args.status:
             print(format_progress(progress(args.profile, args.seeds, args.runs_dir), jobs=args.jobs))
             return 0
         if args.hours is not None and args.hours <= 0:
             ap.error(f"--hours must be > 0, got {args.hours}")
-        outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir,
-                            hours=args.hours, price=lambda runs: seconds_left(runs, args.profile, args.runs_dir))
+        try:
+            outcome = run_study(args.profile, args.seeds, jobs=args.jobs, data=args.data, runs_dir=args.runs_dir,
+                                hours=args.hours, price=lambda runs: seconds_left(runs, args.profile, args.runs_dir),
+                                echo=lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            return 130
         return 1 if any(v in ("failed", "blocked") for v in outcome.values()) else 0
     if args.cmd == "evaluate":
         folders = [RunDir(Path(r).resolve()) for r in args.runs]
@@ -128,8 +162,13 @@ def _cli() -> int:
     """main() with bad input reported as one line (what was wrong, what is valid), no traceback."""
     try:
         return main()
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as err:
         print(f"python -m vgg: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be written (read-only, full disk): say which
+        where = f" {err.filename}" if err.filename else ""
+        print(f"python -m vgg: error: cannot write{where}: {err.strerror or err}; nothing finished was lost "
+              f"(a run resumes from its last checkpoint)", file=sys.stderr)
         return 2
 
 

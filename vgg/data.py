@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,53 +372,21 @@ class TrainBatches:
         return x, self.images.labels[index]
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of one epoch; the same (seed, epoch) gives the same batches bit for bit."""
+        """The batches of one epoch; the same (seed, epoch) gives the same batches bit for bit.
+        With ``prefetch`` one thread builds the next batch while the training step runs (torch
+        ops release the GIL): batches are a pure function of the epoch's plan, so it changes
+        nothing but the speed."""
         plan = self.plan(epoch)
         if not self.prefetch:
-            for b in range(len(self)):
-                yield self.batch(plan, b)
+            yield from (self.batch(plan, b) for b in range(len(self)))
             return
-        yield from self._prefetched(plan)
-
-    def _prefetched(self, plan: EpochPlan):
-        # A producer thread builds batches ahead (queue of 2), so the training step, which
-        # releases the GIL inside torch ops, overlaps with cropping and rescaling.
-        q: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-
-        def produce():
-            try:
-                for b in range(len(self)):
-                    item = ("batch", self.batch(plan, b))
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            pass
-                    if stop.is_set():
-                        return
-                q.put(("done", None))
-            except BaseException as e:  # hand any error to the consumer, who re-raises it
-                q.put(("error", e))
-
-        thread = threading.Thread(target=produce, daemon=True, name="TrainBatches-prefetch")
-        thread.start()
-        try:
-            while True:
-                kind, item = q.get()
-                if kind == "done":
-                    return
-                if kind == "error":
-                    raise item
-                yield item
-        finally:  # also runs when the consumer breaks out early (generator closed)
-            stop.set()
-            while thread.is_alive():
-                try:
-                    q.get_nowait()  # unblock a producer waiting on a full queue
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+        with ThreadPoolExecutor(1, thread_name_prefix="TrainBatches-prefetch") as pool:
+            ahead = pool.submit(self.batch, plan, 0)
+            for b in range(len(self)):
+                batch = ahead.result()
+                if b + 1 < len(self):
+                    ahead = pool.submit(self.batch, plan, b + 1)
+                yield batch
 
 
 __all__ = ["IMAGENETTE", "find_data", "Images", "load_split", "ColourStats", "colour_stats",

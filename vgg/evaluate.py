@@ -363,6 +363,8 @@ def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile: Profile
         key = result_key(name, train_scale)
         probs[key] = p
         records[key] = dict(_entry(p, labels, qs, [profile.px(q) for q in qs], ev.spent), protocol=name, **extra)
+        if progress:
+            print(f"{key}: top-1 error {records[key]['top1_err']:.2f}% ({ev.spent:.0f} s)", flush=True)
     return records, probs
 
 

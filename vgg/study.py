@@ -16,11 +16,14 @@ from typing import Callable
 
 from .config import RunConfig
 from .io import ROOT
+from . import notebook
+from .data import find_data
+from .profiles import get_profile
 from .run import run_experiment
 from .rundir import RunDir
 from .spec import Planned, plan
 
-NOTEBOOK = ROOT / "book" / "run_config.ipynb"
+NOTEBOOK = notebook.NOTEBOOK
 
 
 def base_dir(runs_dir: str | Path, profile: str) -> Path:
@@ -66,31 +69,28 @@ def chain_seconds(runs: list, seconds_left: dict[str, float]) -> dict[str, float
     return {r.name: length(r.name) for r in runs}
 
 
-def execute(params: dict, out_dir: Path, *, notebook: Path = NOTEBOOK, log_output: bool = False) -> None:
-    """Run the experiment notebook with papermill; the executed copy lands in the run folder.
-    The parameters are checked by RunConfig before a kernel starts, and a folder that another
-    process owns is refused at once (``RunDir.lock`` in the kernel refuses it too)."""
-    import papermill as pm
-
+def execute(params: dict, out_dir: Path, *, name: str | None = None, echo=None) -> None:
+    """Make one run through the notebook (``vgg.notebook.execute``), its executed copy in the
+    run folder. The parameters are checked before a kernel starts; a complete run starts no
+    kernel and touches no file (protocols it lacks are added from its weights); a folder that
+    another process owns is refused at once (``RunDir.lock`` in the kernel refuses it too)."""
     # Paths inside the repository are passed relative to it, so the executed notebooks that
     # go into git carry no machine-specific paths (RunConfig resolves them against the root).
     out = out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir
     params = dict(params, out=str(out))
     cfg = RunConfig.from_dict(params)
     rd = RunDir(out_dir)
-    if rd.is_complete():  # nothing to train: no kernel, and the executed notebook stays as it is
+    if rd.is_complete():
         run_experiment(cfg, progress=False)  # refuses other parameters; adds protocols it lacks
         return
     if rd.locked_by() is not None:
         raise RuntimeError(f"{out_dir} is in use by process {rd.locked_by()} (lock file {out_dir / RunDir.LOCK}); "
                            f"wait for it to finish, or stop that process")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(notebook), str(out_dir / "run_config.ipynb"), parameters=params,
-                        cwd=str(ROOT), progress_bar=False, log_output=log_output)
+    notebook.execute(params, out_dir, name=name or out_dir.name, echo=echo)
 
 
 def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Planned] | None = None,
-              runs_dir: str | Path = "runs", jobs: int = 1, data: str | None = None, log_output: bool = False,
+              runs_dir: str | Path = "runs", jobs: int = 1, data: str | None = None, log_output: bool = True,
               hours: float | None = None, price: Callable[[list[Planned]], dict[str, float]] | None = None,
               echo=print) -> dict[str, str]:
     """Run every missing run of the plan, parents before children; ``jobs`` at a time (one
@@ -101,7 +101,10 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
     without it, plan order). ``hours``: start a run only when it and the longest chain of
     runs that start from it fit in that many hours from now; defer the others. Returns
     {run: complete / skipped (already complete) / failed / blocked / deferred}."""
-    runs = plan(seeds) if runs is None else runs
+    runs = plan(seeds, profile=profile) if runs is None else runs
+    if not runs:
+        raise ValueError(f"the plan for seeds {seeds!r} has no runs: give one seed or more (--seeds N, N >= 1)")
+    find_data(data, get_profile(profile).data_folder)  # once, before any kernel: no data, no study
     base = base_dir(runs_dir, profile)
     outcome: dict[str, str] = {}
     by_name = {r.name: r for r in runs}
@@ -140,46 +143,60 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
             if r.name in stale and rd.is_complete():
                 rd.retire(reason=f"trained again: its weights were gone and {', '.join(stale[r.name])} "
                                  f"start(s) from them")
-            execute(params, rd.path, log_output=log_output)
+            execute(params, rd.path, name=r.name, echo=(lambda line: echo(f"  {r.name}: {line.strip()}"))
+                    if log_output else None)
         finally:
             times[r.name] = time.perf_counter() - t
 
     def continues(r: Planned) -> bool:
         return any((base / p / RunDir.CHECKPOINT).exists() for p in r.parents)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running: dict[Future, Planned] = {}
-        while todo or running:
-            todo.sort(key=lambda r: not continues(r))  # stable: the longest chain first within each
-            for r in list(todo):
-                state = ready(r)
-                if state is None and any(outcome.get(p) == "deferred" for p in r.parents):
-                    outcome[r.name] = "deferred"
-                    todo.remove(r)
-                elif state and deadline is not None and time.time() + chain[r.name] > deadline:
-                    outcome[r.name] = "deferred"
-                    echo(f"  {r.name}: deferred (it and the runs that start from it need about "
-                         f"{chain[r.name] / 3600:.1f} h; {max(deadline - time.time(), 0) / 3600:.1f} h are left)")
-                    todo.remove(r)
-                elif state is None:
-                    outcome[r.name] = "blocked"
-                    failed = [p for p in r.parents if outcome.get(p) in ("failed", "blocked")
-                              or (p not in by_name and not RunDir(base / p).is_complete())]
-                    echo(f"  {r.name}: blocked (its parent {', '.join(failed)} did not complete)")
-                    todo.remove(r)
-                elif state and len(running) < jobs:
-                    echo(f"  {r.name}: running")
-                    running[pool.submit(one, r)] = r
-                    todo.remove(r)
-            if not running:
-                continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                r = running.pop(fut)
-                err = fut.exception()
-                outcome[r.name] = "failed" if err else "complete"
-                msg = f" ({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})" if err else ""
-                echo(f"  {r.name}: {outcome[r.name]} in {times.get(r.name, 0):.0f} s{msg}")
+    notebook.sigterm_interrupts()
+    running: dict[Future, Planned] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            try:
+                while todo or running:
+                    todo.sort(key=lambda r: not continues(r))  # stable: the longest chain first within each
+                    for r in list(todo):
+                        state = ready(r)
+                        if state is None and any(outcome.get(p) == "deferred" for p in r.parents):
+                            outcome[r.name] = "deferred"
+                            todo.remove(r)
+                        elif state and deadline is not None and time.time() + chain[r.name] > deadline:
+                            outcome[r.name] = "deferred"
+                            echo(f"  {r.name}: deferred (it and the runs that start from it need about "
+                                 f"{chain[r.name] / 3600:.1f} h; {max(deadline - time.time(), 0) / 3600:.1f} h are left)")
+                            todo.remove(r)
+                        elif state is None:
+                            outcome[r.name] = "blocked"
+                            failed = [p for p in r.parents if outcome.get(p) in ("failed", "blocked")
+                                      or (p not in by_name and not RunDir(base / p).is_complete())]
+                            echo(f"  {r.name}: blocked (its parent {', '.join(failed)} did not complete)")
+                            todo.remove(r)
+                        elif state and len(running) < jobs:
+                            echo(f"  {r.name}: running")
+                            running[pool.submit(one, r)] = r
+                            todo.remove(r)
+                    if not running:
+                        continue
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        r = running.pop(fut)
+                        err = fut.exception()
+                        outcome[r.name] = "failed" if err else "complete"
+                        msg = "" if not err else (" (killed by a signal)" if isinstance(err, KeyboardInterrupt)
+                                                  else f" ({str(err).strip().splitlines()[-1][:300]})")
+                        echo(f"  {r.name}: {outcome[r.name]} in {times.get(r.name, 0):.0f} s{msg}")
+            except KeyboardInterrupt:  # kill the notebooks first: the pool would wait for them
+                notebook.stop_all()
+                raise
+    except KeyboardInterrupt:
+        stopped = sorted(r.name for r in running.values())
+        echo(f"study stopped: {', '.join(stopped) or 'no run was running'}"
+             + (" (each resumes from its last checkpoint)" if stopped else "")
+             + f"; to go on, run the same command again (python -m vgg study --profile {profile} ...)")
+        raise
     summary = {k: sum(1 for v in outcome.values() if v == k) for k in ("complete", "skipped", "failed", "blocked",
                                                                        "deferred")}
     echo("study summary: " + ", ".join(f"{v} {k}" for k, v in summary.items())

@@ -231,7 +231,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         if progress:
             tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.3f}  train err {row['train_top1_err']:5.1f}%"
                        f"  held-out err {h1:5.1f}% (top-5 {h5:5.1f}%)  lr {row['lr']:.0e}"
-                       f"  {row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
+                       f"  {row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s"
+                       f"  (at most {(max_epochs - epoch) * row['seconds'] / 60:.0f} min left)")
         _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
         if on_epoch_end is not None:
             on_epoch_end(epoch, result.history)
