@@ -22,13 +22,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Two runs at a time with one thread each: ~8% more throughput than one two-thread run here.
-# Seeds 0..SEEDS-1, default vgg.study.SEEDS (3, as the claims' intervals need). Of the runs
+# Seeds 0..SEEDS-1, default vgg.spec.SEEDS (3, as the claims' intervals need). Of the runs
 # whose parents are done, the one with the longest chain of runs still to come starts first
 # (priced from the epochs on record), so both cores stay busy to the end. HOURS=2.5 starts
 # only the chains of runs that can finish within 2.5 h (checkpoints do not outlive a machine).
 JOBS ?= 2
+PROFILE ?= cpu
 study: $(STAMP)
-	$(PY) -m vgg study --profile cpu $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) $(if $(HOURS),--hours $(HOURS))
+	$(PY) -m vgg study --profile $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) $(if $(HOURS),--hours $(HOURS))
 
 data: $(STAMP)
 	$(PY) -m vgg data --download

@@ -286,7 +286,7 @@ def test_cli_data_says_where_the_images_are(tiny_data, monkeypatch):
 
     env = dict(os.environ, VGG_DATA=str(tiny_data))
     done = subprocess.run([sys.executable, "-m", "vgg", "data"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0 and f"images: {tiny_data}" in done.stdout
+    assert done.returncode == 0 and f"images of the cpu profile: {tiny_data}" in done.stdout
     env["VGG_DATA"] = str(tiny_data / "nowhere")
     bad = subprocess.run([sys.executable, "-m", "vgg", "data"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "VGG_DATA" in bad.stderr

@@ -58,7 +58,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "gpu": Profile("gpu", Fraction(1), 1.0, batch_size=256, max_epochs=74,
                    max_epochs_finetune=40, patience=2, eval_batch_size=64, cache_side=512,
-                   stall_epochs=3),
+                   stall_epochs=3, data_folder="imagenette2-320"),
     # deviation: pixels x 2/7, widths x 1/4, batch 64 (the paper: 224 crops, full widths,
     # batch 256), and a fixed lr schedule, the same for every net, instead of Sect. 3.1's
     # "divide by 10 when validation accuracy stops improving". The held-out slice (~475

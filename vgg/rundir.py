@@ -184,8 +184,9 @@ class RunDir:
         path = self.path / self.HISTORY
         if not path.exists():
             return []
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in r.items()}
-                for r in csv.DictReader(io.StringIO(path.read_text()))]
+        def number(k, v):
+            return int(v) if k == "epoch" else float(v) if v not in ("", None) else float("nan")
+        return [{k: number(k, v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(path.read_text()))]
 
     def probs(self) -> dict | None:
         """{"ids", "labels", "classes", "probs": {result key: float32 [N, classes]}, "path"}, or None."""

@@ -238,19 +238,19 @@ class Table:
     rows: tuple[Row, ...]
 
 
-def _label_scale(s: str) -> str:
+def scale_label(s: str) -> str:
     return f"[{s.replace('-', ';')}]" if "-" in s else s
 
 
 def _single(net: str, s: str, paper: bool = True) -> Row:
     q = test_scales(s)["single"][0]
-    return Row((("net", net), ("S", _label_scale(s)), ("Q", str(q))), Side(net, s, result_key("dense", s)),
+    return Row((("net", net), ("S", scale_label(s)), ("Q", str(q))), Side(net, s, result_key("dense", s)),
                PaperRow(3, net, s, "single-scale") if paper else None)
 
 
 def _multi(net: str, s: str) -> Row:
     qs = ",".join(map(str, test_scales(s)["multi"]))
-    return Row((("net", net), ("S", _label_scale(s)), ("Q", qs)), Side(net, s, "multi-scale"),
+    return Row((("net", net), ("S", scale_label(s)), ("Q", qs)), Side(net, s, "multi-scale"),
                PaperRow(4, net, s, "multi-scale"))
 
 
@@ -276,7 +276,7 @@ TABLES: dict[int, Table] = {
         Row((("net", n), ("method", m)), Side(n, "256-512", p), PaperRow(5, n, "256-512", m))
         for n in "DE" for m, p in _T5_METHOD.items())),
     6: Table("fusion", tuple(
-        Row((("fusion", name), ("members", ", ".join(f"{n}/{_label_scale(s)}" for n, s in f.members))),
+        Row((("fusion", name), ("members", ", ".join(f"{n}/{scale_label(s)}" for n, s in f.members))),
             Side(name), f.paper) for name, f in FUSIONS.items())),
     7: Table("ours beside the state of the art", (
         Row((("method", "ours: 2 nets (D+E), multi-crop & dense"),), Side("D + E (multi-crop & dense)"), None),

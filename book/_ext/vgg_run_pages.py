@@ -3,30 +3,27 @@
 ``_toc.yml`` includes every ``runs/<profile>/<run>/run_config.ipynb`` by a glob, so runs
 appear in the book as they are made, without editing the table of contents. Each such
 notebook was written by papermill from ``book/run_config.ipynb``, so all would carry the
-same heading; on ``source-read`` this extension puts a title naming the run (and its state)
-on top, shifts the notebook's own headings below it, and turns execution off. A notebook
-that cannot be parsed (e.g. still being written) becomes a one-line page instead of a
-build error.
+same heading; on ``source-read`` this extension puts a title naming the run (and its state,
+``vgg.rundir.RunDir.state``, unless complete) on top, shifts the notebook's own headings
+below it, and turns execution off. A notebook that cannot be parsed (e.g. still being
+written) becomes a one-line page instead of a build error.
 """
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+from vgg.rundir import RunDir
 
 RUN_DOC = re.compile(r"^runs/(?P<profile>[^/]+)/(?P<run>[^/]+)/run_config$")
 HEADING = re.compile(r"^(#{1,6})(\s)", re.M)
 
 
 def _state(app, profile: str, run: str) -> str:
-    from pathlib import Path
-    m = Path(app.srcdir) / "runs" / profile / run / "metrics.json"
-    if not m.exists():
-        return "running or stopped"
-    try:
-        status = json.loads(m.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return "broken metrics.json"
-    return "" if status == "complete" else str(status or "failed")
+    """The run's state for its title: empty when complete (the normal case)."""
+    state = RunDir(Path(app.srcdir) / "runs" / profile / run).state()
+    return "" if state == "complete" else "broken metrics.json" if state == "broken" else state
 
 
 def _md(source) -> str:

@@ -79,7 +79,7 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     run (a checkpoint) was trained on this one, ``cpu`` (default: this machine's)."""
     prof = PROFILES[profile]
     base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
-    runs, hists, evals, cpus = (plan(seeds) if runs is None else runs), {}, {}, {}
+    runs, hists, evals, cpus = (plan(seeds, profile=profile) if runs is None else runs), {}, {}, {}
     here = cpu_name() if cpu is None else cpu
     for r in runs:
         rd = RunDir(base / profile / r.name)

@@ -1,0 +1,170 @@
+"""Figures of the book's chapters and of the run notebook (matplotlib, imported lazily)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..rundir import RunDir
+from .diagnostics import chain_histories
+from .frame import NOT_RUN, scale_label
+
+CHAIN_SCALES = ("256", "384", "256-512")  # the paper's initialisation chain (Sect. 3.1)
+
+
+def _legend_below(ax, fig, ncol: int) -> None:
+    below_xlabel = -0.6 / max(fig.get_figheight() - 1.0, 0.5)  # 0.6 inch under the axes
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below_xlabel), ncol=ncol, fontsize=8, frameon=False)
+
+
+def _mark_not_run(ax, y, have) -> None:
+    """'not run yet' just right of the axes on each row without our number."""
+    for yi, ok in zip(y, have):
+        if not ok:
+            ax.annotate(NOT_RUN, (1.01, yi), xycoords=("axes fraction", "data"), ha="left", va="center",
+                        fontsize=8, color="grey", annotation_clip=False)
+
+
+def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
+    """Paper's top-1 (open) and ours (filled, 95% CI bar) per row of a ``table``. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(df)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 0.38 * n + 1.2))
+    else:
+        fig = ax.figure
+    y = np.arange(n)[::-1]
+    ax.plot(df["paper top-1"], y, "o", mfc="none", color="tab:blue", label="paper (ILSVRC val)")
+    have = df["seeds"] > 0 if "seeds" in df else np.zeros(n, bool)
+    if have.any():
+        d = df[have]
+        yy = y[np.asarray(have)]
+        ax.errorbar(d["ours top-1"], yy, xerr=[d["ours top-1"] - d["ci lo"], d["ci hi"] - d["ours top-1"]],
+                    fmt="o", color="tab:red", capsize=3, label="ours (95% CI)")
+    _mark_not_run(ax, y, have)
+    ax.set_yticks(y, df[label])
+    ax.set_xlabel("top-1 error (%)")
+    ax.set_title(title)
+    _legend_below(ax, fig, 2)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def claims_plot(c: pd.DataFrame):
+    """Gain per claim: paper (open) and ours with CI (filled), each seed's gain as a tick."""
+    import matplotlib.pyplot as plt
+
+    n = len(c)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * n + 1.2))
+    y = np.arange(n)[::-1]
+    ax.axvline(0, color="k", lw=0.8)
+    ax.plot(c["paper gain"], y, "o", mfc="none", color="tab:blue", label="paper")
+    have = (c["seeds"] > 0).to_numpy()
+    if have.any():
+        d = c[have]
+        ax.errorbar(d["ours gain"], y[have], xerr=[d["ours gain"] - d["ci lo"], d["ci hi"] - d["ours gain"]],
+                    fmt="o", color="tab:red", capsize=3, label="ours (95% paired CI)")
+        multi = [(yi, g) for yi, gains in zip(y[have], d["seed gains"]) if len(gains) > 1 for g in gains]
+        if multi:
+            yy, gg = zip(*multi)
+            ax.plot(gg, np.asarray(yy) - 0.22, "|", color="tab:red", alpha=0.6, ms=7, label="ours, each seed")
+    _mark_not_run(ax, y, have)
+    ax.set_yticks(y, c["claim"])
+    ax.set_xlabel("top-1 gain of the claimed-better side (points)")
+    _legend_below(ax, fig, 3)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_histories(h: pd.DataFrame, ncols: int = 4):
+    """One panel per run: held-out and training top-1 error by epoch, lr drops dashed."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(h["run"]))
+    nrows = max(1, -(-len(names) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.3 * nrows), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        d = h[h["run"] == name]
+        ax.plot(d["epoch"], d["train_top1_err"], color="tab:grey", lw=1, label="train")
+        ax.plot(d["epoch"], d["holdout_top1_err"], color="tab:red", lw=1.5, label="held-out")
+        lr = d["lr"].to_numpy()
+        for e in d["epoch"].to_numpy()[1:][lr[1:] < lr[:-1]]:
+            ax.axvline(e, ls="--", lw=0.8, color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_ylabel("top-1 error (%)")
+    fig.tight_layout()
+    return fig
+
+
+def fit_plot(runs: pd.DataFrame, depth_nets=("A", "B", "C", "D", "E"), chain_net: str = "D"):
+    """Two panels, mean over seeds of the training-crop top-1 error by epoch: (left) the
+    S = 256 nets of Table 3 side by side; (right) ``chain_net`` along its init chain,
+    S = 256, then fine-tuned at S = 384, then at jittered S (held-out error dashed)."""
+    import matplotlib.pyplot as plt
+
+    h = chain_histories(runs)
+    fig, (ax_d, ax_s) = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for net in depth_nets:
+        d = h[(h["net"] == net) & (h["train_scale"] == "256")]
+        if len(d):
+            m = d.groupby("epoch")["train_top1_err"].mean()
+            ax_d.plot(m.index, m.to_numpy(), lw=1.3, label=f"{net} ({d['seed'].nunique()} seed(s))")
+    ax_d.set_title("Depth: training-crop error at S = 256", fontsize=10)
+    for scale, colour in zip(CHAIN_SCALES, ("tab:blue", "tab:orange", "tab:green")):
+        d = h[(h["net"] == chain_net) & (h["train_scale"] == scale)]
+        if len(d):
+            m = d.groupby("chain_epoch")[["train_top1_err", "holdout_top1_err"]].mean()
+            ax_s.plot(m.index, m["train_top1_err"], color=colour, lw=1.3, label=f"S = {scale_label(scale)}")
+            ax_s.plot(m.index, m["holdout_top1_err"], color=colour, lw=1, ls="--")
+    ax_s.set_title(f"Scale: {chain_net} along its init chain (dashed: held-out)", fontsize=10)
+    for ax in (ax_d, ax_s):
+        ax.set_xlabel("epoch (a fine-tune continues its parent's count)" if ax is ax_s else "epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, frameon=False)
+        else:
+            ax.text(0.5, 0.5, NOT_RUN, transform=ax.transAxes, ha="center", color="grey")
+    ax_d.set_ylabel("top-1 error (%)")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: str | os.PathLike | pd.DataFrame, title: str = "", axes=None):
+    """Loss and top-1 error (train and held-out) per epoch, with the lr divisions marked.
+    ``history``: a frame, a run folder, or its history.csv (read through ``RunDir``)."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(history, pd.DataFrame):
+        h = history
+    else:
+        path = Path(history)
+        h = pd.DataFrame(RunDir(path.parent if path.name == RunDir.HISTORY else path).history())
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    ax_loss, ax_err = axes
+    ax_loss.plot(h["epoch"], h["train_loss"], marker=".", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_err.plot(h["epoch"], h["train_top1_err"], marker=".", label="train top-1")
+    ax_err.plot(h["epoch"], h["holdout_top1_err"], marker=".", label="held-out top-1")
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("error (%)")
+    for e in h["epoch"][h["lr"].diff() < 0]:  # the epochs that start with a smaller lr
+        for ax in axes:
+            ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
+    ax_err.legend(frameon=False)
+    if title:
+        ax_loss.set_title(title, loc="left")
+    return axes
+
+
+__all__ = ["dot_plot", "claims_plot", "plot_histories", "fit_plot", "training_curves"]
