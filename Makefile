@@ -1,18 +1,22 @@
-# Two commands set up everything on a fresh machine with Python 3.11:
+# Three commands set up everything on a fresh machine with Python 3.11:
 #   make book   build the HTML book from runs/ into _build/html
 #   make test   run the tests
+#   make lab    JupyterLab at the repository root: the chapters (book/*.md) open as notebooks
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test study data clean-book
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 
-$(STAMP): requirements.txt pyproject.toml
+.PHONY: book test study data lab clean-book
+
+$(STAMP): requirements.txt pyproject.toml book/_lab/overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	mkdir -p $(LAB_SETTINGS) && cp book/_lab/overrides.json $(LAB_SETTINGS)/overrides.json
 	touch $(STAMP)
 
 book: $(STAMP)
@@ -30,6 +34,12 @@ JOBS ?= 2
 PROFILE ?= cpu
 study: $(STAMP)
 	$(PY) -m vgg study --profile $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) $(if $(HOURS),--hours $(HOURS))
+
+# MyST Markdown chapters open as notebooks (jupytext; book/_lab/overrides.json) and save back
+# as Markdown; the kernel is the project's python3. Open the URL it prints.
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) --allow-root
 
 data: $(STAMP)
 	$(PY) -m vgg data --download
