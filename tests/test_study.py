@@ -243,6 +243,7 @@ def test_a_run_with_two_parents_waits_for_both_and_is_blocked_by_the_one_that_fa
         _complete(out_dir)
 
     monkeypatch.setattr(study, "execute", fake_execute)
+    monkeypatch.setattr(study, "find_data", lambda *a: None)
 
     def run(name, parents=(), fail=False):  # the scheduler needs a name, parents and parameters
         return SimpleNamespace(name=name, parents=parents, params=lambda *a: {"fail": fail})
@@ -273,6 +274,7 @@ def _fake_execute(monkeypatch, checkpoint: bool = False) -> list[str]:
         _complete(out_dir)
 
     monkeypatch.setattr(study, "execute", fake_execute)
+    monkeypatch.setattr(study, "find_data", lambda *a: None)  # the scheduler alone: no images needed
     return started
 
 
