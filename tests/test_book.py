@@ -13,10 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -211,6 +213,75 @@ def test_claims_and_verdicts(fake):
     assert R.bound(-0.021) == "-0.02" and R.bound(-0.6) == "-0.6" and R.bound(0.0) == "+0.0"
 
 
+def test_fusion_claim_sets_the_fusion_against_its_best_member_seed_by_seed(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    name = "D + E (multi-crop & dense)"
+    fusion = Side(name)
+    best = Side(name, member="best")
+    claim = next(c for c in CLAIMS if c.text.startswith("Fusion helps"))
+    assert claim.better == fusion and claim.worse == best
+    fused, chosen = R.correct_by_seed(runs, fusion), R.correct_by_seed(runs, best)
+    members = {n: R.correct_by_seed(runs, Side(n, "256-512", "multi-crop+dense")) for n in "DE"}
+    names = R.best_members(runs, best)
+    assert sorted(chosen) == sorted(fused) == [0, 1]
+    for seed in (0, 1):  # per seed, the member with the lower top-1 error, not a fixed one
+        errs = {n: 100 * (1 - members[n][seed].mean()) for n in "DE"}
+        win = min(errs, key=errs.get)
+        assert names[seed] == f"{win}/[256;512]" and np.array_equal(chosen[seed], members[win][seed])
+    c = R.claims(runs, n_boot=100, claim_list=[claim]).iloc[0]
+    want = [100 * (fused[s].mean() - chosen[s].mean()) for s in (0, 1)]  # the best member's error - fused's
+    assert c["seed gains"] == pytest.approx(want) and c["best member"] == names
+    assert c["paper gain"] == pytest.approx(24.4 - 23.7)
+    assert "best member per seed: " + ", ".join(names.values()) in R.claims_display(
+        R.claims(runs, n_boot=50, claim_list=[claim]))["protocol (paper's Q)"].item()
+    # a seed whose member is missing has no best member: it is left out
+    assert sorted(R.correct_by_seed(runs[runs.run != "E-S256-512-s1"], best)) == [0]
+    with pytest.raises(ValueError, match="names a fusion"):
+        R.correct_by_seed(runs, Side("D", "256-512", "multi-crop", member="best"))
+    with pytest.raises(ValueError, match="is not a side"):
+        R.correct_by_seed(runs, Side(name, member="worst"))
+
+
+def test_claims_state_protocol_test_scales_and_dense_context_penalty(fake):
+    runs, _ = R.load_runs("smoke", fake)
+    c = R.claims(runs, n_boot=100).set_index("claim")
+    assert c.loc["Depth helps: B beats A", "protocol"] == "dense, Q = 256"
+    assert c.loc["Jittered S beats fixed S (D)", "protocol"] == "dense, Q = 384 vs dense, Q = 256"
+    assert c.loc["B beats its shallow 5×5 form (centre crop)", "protocol"] == "centre-crop, Q = 256"
+    fusion = next(t for t in c.index if t.startswith("Fusion helps"))
+    assert c.loc[fusion, "protocol"] == "multi-crop+dense, Q = 256, 384, 512 (fused vs best member)"
+    # the penalty: window in the dense pass minus the same window as a crop at Q = 384, mean over seeds
+    want = {}
+    for net, s in (("D", "256-512"), ("E", "256-512")):
+        recs = [RunDir(fake / "smoke" / f"{net}-S{s}-s{seed}").results()["windows-as-crops@384"] for seed in (0, 1)]
+        want[f"{net}/[256;512]"] = np.mean([r["window_in_dense"] - r["window_as_crop"] for r in recs])
+    assert c.loc[fusion, "penalty"] == pytest.approx(want)
+    pen = c.loc["Jittered S beats fixed S (D)", "penalty"]
+    assert pen["D/[256;512]"] == pytest.approx(want["D/[256;512]"]) and np.isnan(pen["D/256"])  # not measured
+    shown = R.claims_display(c.reset_index()).set_index("claim")
+    col = "dense-context penalty, Q = 384 (points)"
+    assert shown.loc["Depth helps: B beats A", col] == "–"
+    assert shown.loc["Jittered S beats fixed S (D)", col] == f"D/[256;512] {want['D/[256;512]']:+.1f}, D/256 –"
+    # jittered vs fixed S: the paper's comparison is the verdict; the same-Q one stands beside it
+    beside = c.loc["Jittered S beats fixed S (D)", "beside"]
+    assert beside["paper gain"] == pytest.approx(26.8 - 25.6) and beside["seeds"] == 2
+    assert "Q = 384" in beside["claim"] and c["beside"].isna().sum() == len(c) - 1
+    assert shown.loc["Jittered S beats fixed S (D)", "beside the verdict"].endswith(beside["verdict"])
+    assert (shown.drop(index="Jittered S beats fixed S (D)")["beside the verdict"] == "–").all()
+    html = R.verdict_table(c.reset_index()).to_html()
+    assert R.VERDICT_COLOURS[c["verdict"].iloc[0]][0] in html  # the verdicts are coloured
+    assert R.dense_penalty(runs.iloc[:0]) == {}
+
+
+def test_rank_summary_counts_pairs_in_the_papers_order():
+    t = pd.DataFrame({"net": list("ABCD"), "paper top-1": [30.0, 29.0, 28.0, 28.0],
+                      "ours top-1": [31.0, 32.0, 30.0, float("nan")]})
+    r = R.rank_summary(t, ["net"])
+    # rows A-C: A>B (ours reversed), A>C (same), B>C (same); D has no number of ours
+    assert (r["n"], r["pairs"], r["same"], r["paper_best"], r["rank"]) == (3, 3, 2, "C", 1)
+    assert R.rank_summary(t.iloc[:1], ["net"])["pairs"] == 0
+
+
 def test_numbers_for_sentences():
     assert R.fmt(18.2999, ".1f", "%") == "18.3%" and R.fmt(np.nan) == R.NOT_RUN and R.fmt(None) == R.NOT_RUN
     assert R.fmt(-0.04, "+.1f") == "0.0" and R.fmt(2.71, "+.1f") == "+2.7" and R.fmt(8994.0, ",.0f") == "8,994"
@@ -261,12 +332,29 @@ def _copy_book(dest: Path) -> Path:
     return dest
 
 
+def _as_printed_before_a_reevaluation(folder: Path) -> None:
+    """Give a fake run's notebook the template's example command and a results table that
+    printed dense@384 3 points higher than its metrics.json has now."""
+    nb = json.loads((folder / "run_config.ipynb").read_text())
+    now = json.loads((folder / "metrics.json").read_text())["eval"]
+    table = "  top1_err top5_err\n" + "".join(f"{k}  {v['top1_err'] + (3.0 if k == 'dense@384' else 0):.2f}  "
+                                             f"{v['top5_err']:.2f}\n" for k, v in now.items())
+    nb["cells"][0]["source"] += ("\n\nRun it with papermill, one command per experiment:\n\n```\n"
+                                 "papermill book/run_config.ipynb runs/cpu/C-S256-s0/run_config.ipynb -p net C\n```\n")
+    nb["cells"].append({"cell_type": "code", "id": "results", "metadata": {}, "execution_count": 2,
+                        "source": 'pd.DataFrame(metrics["eval"]).T[["top1_err", "top5_err"]]',
+                        "outputs": [{"output_type": "execute_result", "execution_count": 2, "metadata": {},
+                                     "data": {"text/plain": table}}]})
+    (folder / "run_config.ipynb").write_text(json.dumps(nb))
+
+
 @pytest.fixture(scope="module")
 def books(tmp_path_factory, fake):
     base = tmp_path_factory.mktemp("books")
     full = _copy_book(base / "full")
     shutil.rmtree(full / "runs")
     shutil.copytree(fake, full / "runs")
+    _as_printed_before_a_reevaluation(full / "runs" / "smoke" / "D-S384-s0")
     empty = _copy_book(base / "empty")
     env = {k: v for k, v in os.environ.items() if k not in ("VGG_RUNS", "VGG_BOOK_PROFILE")}
     procs = {name: subprocess.Popen([str(JB), "build", "--all", "-W", "--keep-going", "."], cwd=d, env=env,
@@ -367,10 +455,24 @@ def test_full_book_shows_runs_broken_and_run_pages(books):
     assert "smoke" in t3 and R.NOT_RUN not in t3
     page, _ = _page(html / "runs" / "smoke" / "D-S256-512-s0" / "run_config.html")
     assert page.title.startswith("Run D-S256-512-s0 (smoke)")
+    # a run page shows its own command, and numbers metrics.json has since replaced, with the current ones
+    run = unescape(_text(html / "runs" / "smoke" / "D-S384-s0" / "run_config.html"))  # Sphinx writes @ as &#64;
+    assert "python -m vgg run D --train-scale 384 --seed 0 --profile smoke" in run
+    assert "run_config.ipynb runs/cpu/C-S256-s0" not in run
+    dense = json.loads((books["full"] / "runs" / "smoke" / "D-S384-s0" / "metrics.json").read_text())["eval"]["dense@384"]
+    assert "Superseded numbers" in run
+    assert re.search(rf"dense@384\s*{dense['top1_err'] + 3:.2f}\s*{dense['top1_err']:.2f}", run)
+    assert "Superseded" not in _text(html / "runs" / "smoke" / "D-S256-s0" / "run_config.html")
     n_pages = len(list((html / "runs" / "smoke").glob("*/run_config.html")))
     assert n_pages == len(plan(2))
     claims = _text(html / "book" / "claims.html")
     assert "D fits them" in claims and f"{len(R.dense_claims())} claims rest on dense evaluation" in claims
+    # the answer first: the verdicts' summary, then the table with its protocol and penalty columns
+    assert claims.index(f"Of {len(CLAIMS)} claims of the paper") < claims.index("dense-context penalty, Q = 384")
+    assert "best member per seed" in claims and "same Q: jittered S vs S = 384" in claims
+    assert claims.index("dense-context penalty, Q = 384") < claims.index("Method: the gain")
+    assert f"{len(CLAIMS)} claims, on the smoke profile" in _text(html / "book" / "intro.html")
+    assert "Takeaway. Of the" in _text(html / "book" / "table3.html")
     notes = claims[claims.index("Depth. At S = 256"):claims.index("Per net and training scale")]
     assert R.NOT_RUN not in notes and "(+" in notes  # every number of the notes is there, gaps signed
 
@@ -569,7 +671,7 @@ def test_dense_gap_and_context_tables_and_the_claims_they_bear_on(tmp_path):
     assert g.iloc[4]["dense − crop"] == pytest.approx(m["dense@384"]["top1_err"] - m["centre-crop@384"]["top1_err"])
     assert R.dense_claims() == ["Jittered S beats fixed S (D)", "Multi-scale testing helps (D, jittered S)",
                                 "Multi-crop at least as good as dense (D)", "Multi-crop & dense is best (D)",
-                                "Fusion helps (D+E vs E, multi-crop & dense)", "E ≈ D (depth saturates at 19 layers)"]
+                                "Fusion helps (D+E beats its best member, multi-crop & dense)", "E ≈ D (depth saturates at 19 layers)"]
     # at Q = 256 every claim but B vs B-5x5 (a centre crop, no dense windows): multi-scale of a jittered net includes 256
     assert R.dense_claims(256) == [c.text for c in CLAIMS if c.better.protocol != "centre-crop@256"]
     # windows-as-crops records: the runs' own, and one the dense-context command of earlier

@@ -141,3 +141,10 @@ def test_ctrl_c_stops_a_study_and_its_kernels_within_seconds_and_it_resumes(data
     again = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert RunDir(tmp_path / "smoke" / "A-S384-s0").is_complete()
+
+
+def test_a_half_written_file_of_a_killed_process_is_cleaned_up_when_the_folder_is_taken(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "history.csv").write_text("epoch,seconds\n1,2.0\n")
+    with RunDir(tmp_path).lock():
+        assert not list(tmp_path.glob(".*.tmp")) and (tmp_path / "history.csv").exists()

@@ -7,6 +7,10 @@ same heading; on ``source-read`` this extension puts a title naming the run (and
 ``vgg.rundir.RunDir.state``, unless complete) on top, shifts the notebook's own headings
 below it, and turns execution off. A notebook that cannot be parsed (e.g. still being
 written) becomes a one-line page instead of a build error.
+
+The template's example command becomes this run's (``python -m vgg run NET --train-scale S
+--seed N --profile P``), and where the notebook printed top-1 errors that ``metrics.json``
+has since replaced (a re-evaluation), the page says so on top, with the current numbers.
 """
 from __future__ import annotations
 
@@ -18,6 +22,46 @@ from vgg.rundir import RunDir
 
 RUN_DOC = re.compile(r"^runs/(?P<profile>[^/]+)/(?P<run>[^/]+)/run_config$")
 HEADING = re.compile(r"^(#{1,6})(\s)", re.M)
+TEMPLATE_COMMAND = re.compile(r"```[^\n]*\npapermill book/run_config\.ipynb[^`]*```")
+
+
+def _command(nb: dict, profile: str) -> str | None:
+    """This run's command, from the parameters papermill recorded."""
+    p = nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
+    if not all(k in p for k in ("net", "train_scale", "seed")):
+        return None
+    return f"python -m vgg run {p['net']} --train-scale {p['train_scale']} --seed {p['seed']} " \
+           f"--profile {p.get('profile', profile)}"
+
+
+def _printed(cells: list) -> dict[str, float]:
+    """{result key: top-1 error} as the notebook's results cell printed them."""
+    out = {}
+    for c in cells:
+        if c.get("cell_type") != "code" or 'metrics["eval"]' not in _md(c.get("source", "")):
+            continue
+        for o in c.get("outputs", []):
+            for line in _md(o.get("data", {}).get("text/plain", "")).splitlines()[1:]:
+                parts = line.split()
+                try:
+                    out[parts[0]] = float(parts[1])
+                except (IndexError, ValueError):
+                    pass
+    return out
+
+
+def _superseded(folder: Path, cells: list) -> str:
+    """A note naming the printed top-1 errors metrics.json has replaced, with the current ones."""
+    metrics = RunDir(folder).metrics() or {}
+    now = {k: v.get("top1_err") for k, v in metrics.get("eval", {}).items()}
+    changed = {k: (v, now[k]) for k, v in _printed(cells).items() if now.get(k) is not None and abs(now[k] - v) > 0.005}
+    if not changed:
+        return ""
+    rows = "\n".join(f"| {k} | {a:.2f} | {b:.2f} |" for k, (a, b) in changed.items())
+    return ("\n**Superseded numbers.** The results table below is the one this notebook printed when it ran; "
+            "`metrics.json` has since replaced these top-1 errors (the run was re-evaluated), and the book's "
+            "chapters use the current ones:\n\n| result | printed top-1 (%) | current top-1 (%) |\n|---|---|---|\n"
+            + rows + "\n")
 
 
 def _state(app, profile: str, run: str) -> str:
@@ -61,12 +105,19 @@ def retitle(app, docname: str, source: list[str]) -> None:
     levels = [len(h) for c in cells if c.get("cell_type") == "markdown"
               for h, _ in HEADING.findall(_md(c.get("source", "")))]
     by = 2 - min(levels) if levels else 0
+    cmd = _command(nb, profile)
     for c in cells:
         if c.get("cell_type") == "markdown":
             c["source"] = _shift(_md(c.get("source", "")), by)
+            if cmd:  # the template's example command, made this run's
+                c["source"] = TEMPLATE_COMMAND.sub(f"```\n{cmd}\n```", c["source"]).replace(
+                    "Run it with papermill, one command per experiment:",
+                    "This run's command (it runs this notebook with papermill):")
+    made = f" It was made by `{cmd}`." if cmd else ""
+    note = _superseded(Path(app.srcdir) / "runs" / profile / run, cells)
     cells.insert(0, {"cell_type": "markdown", "id": "vgg-run-title", "metadata": {},
                      "source": title + f"\nThe executed notebook of run `{run}`, profile `{profile}`, "
-                                       f"as papermill wrote it; the book does not re-run it.\n"})
+                                       f"as papermill wrote it; the book does not re-run it.{made}\n" + note})
     mystnb = nb.setdefault("metadata", {}).setdefault("mystnb", {})
     mystnb["execution_mode"] = "off"
     mystnb["output_stderr"] = "show"  # a run's log is shown as it was; chapters must not print to stderr

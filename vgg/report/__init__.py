@@ -11,12 +11,14 @@ which pastes the numbers with ``glue``. Chapters use ``from vgg import report as
 | ``frame`` | runs/ read into frames: one row per run, one per (run, result key); states; the book's profile |
 | ``paper`` | the paper's numbers (vgg/reference/) |
 | ``tables`` | Tables 3-7 from ``spec.TABLES``; fusion; display helpers |
-| ``claims`` | ``spec.CLAIMS`` with paired intervals and verdicts |
+| ``claims`` | ``spec.CLAIMS`` with paired intervals, verdicts, protocols and dense-context penalties |
 | ``diagnostics`` | fit to the training crops; dense evaluation against a crop |
 | ``compute`` | cost, provenance, missing runs and the time they need |
 | ``plots`` | the figures |
 """
-from .claims import EQUIV_MARGIN, VERDICTS, bound, claims, claims_display, verdict, verdict_counts
+from .claims import (BESIDE, EQUIV_MARGIN, PENALTY_Q, VERDICT_COLOURS, VERDICTS, bound, claim_protocol, claims,
+                     claims_display, dense_penalty, penalty_text, side_protocol, verdict, verdict_counts,
+                     verdict_table)
 from .compute import (command, compute_table, hours_left, missing_results, missing_runs, missing_table,
                       reevaluation_table,
                       retrained_summary, retrained_table, study_compute, versions)
@@ -27,16 +29,17 @@ from .frame import (NOT_RUN, book_profile, book_root, book_runs, eval_table, his
                     runs_root, scale_label, scan_runs)
 from .paper import paper_gain, paper_results, paper_row, paper_text_number, paper_value
 from .plots import claims_plot, dot_plot, fit_plot, plot_histories, training_curves
-from .tables import (check_fusable, correct_by_seed, display_table, fmt, ours_text, same_images, show, summarize,
+from .tables import (best_members, rank_summary, check_fusable, correct_by_seed, display_table, fmt, ours_text, same_images, show, summarize,
                      table, table7)
 
 __all__ = ["NOT_RUN", "EQUIV_MARGIN", "VERDICTS", "HOLDOUT_NOISE",
            "book_root", "runs_root", "scan_runs", "load_runs", "eval_table", "histories", "run_probs",
            "book_profile", "book_runs", "scale_label",
            "paper_results", "paper_row", "paper_value", "paper_text_number", "paper_gain",
-           "table", "table7", "summarize", "correct_by_seed", "same_images", "check_fusable", "ours_text",
+           "table", "table7", "rank_summary", "summarize", "correct_by_seed", "best_members", "same_images", "check_fusable", "ours_text",
            "display_table", "show", "fmt",
-           "verdict", "claims", "verdict_counts", "bound", "claims_display",
+           "verdict", "claims", "verdict_counts", "bound", "claims_display", "verdict_table", "VERDICT_COLOURS",
+           "PENALTY_Q", "BESIDE", "side_protocol", "claim_protocol", "dense_penalty", "penalty_text",
            "chain_histories", "fit_table", "fit_phrase", "flat_phrase", "fit_summary", "dense_gap_table", "dense_context_table",
            "dense_context_summary", "score_map_side", "dense_windows", "last_map", "dense_claims",
            "compute_table", "study_compute", "retrained_table", "retrained_summary", "reevaluation_table",

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import stats
 from ..evaluate import combine
 from ..spec import FUSIONS, TABLES, Side
-from .frame import NOT_RUN, run_probs
+from .frame import NOT_RUN, run_probs, scale_label
 from .paper import paper_results, paper_row
 
 OURS_HELPERS = ("ours top-1", "ours top-1 std", "ci lo", "ci hi", "seeds")
@@ -54,22 +54,59 @@ def _probs_of(runs: pd.DataFrame, net: str, train_scale: str, seed: int) -> dict
     return run_probs(sel.iloc[0]["path"]) if len(sel) else None
 
 
+def _members(runs: pd.DataFrame, fusion, seed: int) -> list[dict] | None:
+    """A fusion's member runs of one seed (``RunDir.probs()``), or None where one is
+    missing or they are not fusable."""
+    members = [_probs_of(runs, n, s, seed) for n, s in fusion.members]
+    if any(m is None for m in members):
+        return None
+    try:
+        check_fusable(members, fusion.protocol)
+    except ValueError:
+        return None
+    return members
+
+
+def _best(members: list[dict], key: str) -> int:
+    """The index of the member with the lowest top-1 error on ``key`` (the first on a tie)."""
+    errs = [stats.error_percent(stats.topk_correct(np.asarray(m["probs"][key], dtype=np.float32), m["labels"], 1))
+            for m in members]
+    return int(np.argmin(errs))
+
+
+def best_members(runs: pd.DataFrame, side: Side) -> dict[int, str]:
+    """{seed: the (net, S) of the fusion's best member, as "net/S"} of a ``member="best"`` side
+    (decided per seed, on top-1 error over the same validation images)."""
+    fusion, out = FUSIONS[side.net], {}
+    for seed in sorted(set(runs["seed"])) if len(runs) else []:
+        members = _members(runs, fusion, seed)
+        if members is not None:
+            n, s = fusion.members[_best(members, fusion.protocol)]
+            out[seed] = f"{n}/{scale_label(s)}"
+    return out
+
+
 def correct_by_seed(runs: pd.DataFrame, side: Side, k: int = 1) -> dict[int, np.ndarray]:
     """{seed: per-image top-k correctness} of one ``Side``; a fusion's members come from the
-    same seed, and a seed where one is missing or not fusable is left out."""
+    same seed, and a seed where one is missing or not fusable is left out. The best member
+    of a fusion (``member="best"``) is chosen per seed, by top-1 error, among members that
+    are all there: each seed stands for one run of the paper's experiment."""
+    if side.member not in ("", "best") or (side.member and side.net not in FUSIONS):
+        raise ValueError(f"{side}: member={side.member!r} is not a side; "
+                         f"'best' names a fusion's (FUSIONS key) best member")
     out = {}
     for seed in sorted(set(runs["seed"])) if len(runs) else []:
         if side.net in FUSIONS:
             fusion = FUSIONS[side.net]
-            members = [_probs_of(runs, n, s, seed) for n, s in fusion.members]
-            if any(m is None for m in members):
+            members = _members(runs, fusion, seed)
+            if members is None:
                 continue
-            try:
-                check_fusable(members, fusion.protocol)
-            except ValueError:
-                continue
-            probs = combine(*[m["probs"][fusion.protocol] for m in members])
-            labels = members[0]["labels"]
+            if side.member == "best":
+                best = members[_best(members, fusion.protocol)]
+                probs, labels = best["probs"][fusion.protocol], best["labels"]
+            else:
+                probs = combine(*[m["probs"][fusion.protocol] for m in members])
+                labels = members[0]["labels"]
         else:
             pr = _probs_of(runs, side.net, side.train_scale, seed)
             if pr is None or side.protocol not in pr["probs"]:
@@ -142,6 +179,27 @@ def table(n: int, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def rank_summary(t: pd.DataFrame, label: list[str]) -> dict:
+    """How our rows of a ``table`` rank against the paper's, by top-1 error, over the rows
+    with both numbers: ``n`` rows, ``pairs`` of rows the paper orders (ties left out),
+    ``same`` of them in the same order in ours, ``paper_best`` (its label columns joined)
+    and ``rank``, its place among ours (1 = our best); NaN/'' where there are none."""
+    d = t[t["paper top-1"].notna() & t["ours top-1"].notna()].reset_index(drop=True)
+    out = dict(n=len(d), pairs=0, same=0, paper_best="", rank=np.nan)
+    if len(d) < 2:
+        return out
+    p, o = d["paper top-1"].to_numpy(), d["ours top-1"].to_numpy()
+    for i in range(len(d)):
+        for j in range(i + 1, len(d)):
+            if p[i] != p[j]:
+                out["pairs"] += 1
+                out["same"] += int(np.sign(p[i] - p[j]) == np.sign(o[i] - o[j]))
+    best = int(np.argmin(p))
+    out["paper_best"] = " ".join(str(d.loc[best, c]) for c in label)
+    out["rank"] = int((o < o[best]).sum()) + 1
+    return out
+
+
 DATASET = "Imagenette val (10 classes), not ILSVRC"
 
 
@@ -195,5 +253,5 @@ def fmt(x, spec: str = ".1f", unit: str = "") -> str:
     return s + unit
 
 
-__all__ = ["table", "table7", "summarize", "correct_by_seed", "same_images", "check_fusable", "ours_text",
+__all__ = ["table", "table7", "rank_summary", "summarize", "correct_by_seed", "best_members", "same_images", "check_fusable", "ours_text",
            "display_table", "show", "fmt", "DATASET"]
