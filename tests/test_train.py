@@ -10,6 +10,7 @@ from imagefolder import make_image_folder
 from vgg import data as D
 from vgg.config import RunConfig
 from vgg.model import build
+from vgg.ops import bench
 from vgg.profiles import PROFILES
 from vgg.run import holdout_crops, run_experiment
 from vgg.rundir import RunDir
@@ -294,3 +295,18 @@ def test_a_finished_run_gains_new_protocols_from_its_weights_and_keeps_the_old(t
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing to do: no file touched
     bad = subprocess.run([sys.executable, "-m", "vgg", "evaluate", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "not complete run folders" in bad.stderr
+
+
+def test_the_mfu_is_never_printed_above_one_and_a_loaded_machine_is_warned_of(capsys, monkeypatch):
+    assert bench.mfu_text(0.42).strip() == "0.42"
+    assert float(bench.mfu_text(1.09).split()[0]) == 1.0 and "capped" in bench.mfu_text(1.09)
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.7, 1.5, 1.2))
+    bench.warn_if_loaded()
+    assert "loaded (load average 1.7" in capsys.readouterr().out
+
+
+def test_bench_gpu_without_a_gpu_says_so_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.bench_gpu() == {}
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no CUDA GPU" in out

@@ -323,8 +323,10 @@ class TrainBatches:
     Imagenette). The shift is the same for every pixel of an image.
 
     ``crop`` and ``scale`` are in real pixels (convert with the profile). The last incomplete
-    batch of an epoch is dropped.
+    batch of an epoch is dropped. Under DDP (``rank``, ``world``, set by ``fit``) a rank builds
+    its slice of each global batch from the same plan: the global batch is one process's.
     """
+    rank, world = 0, 1
 
     def __init__(self, images: Images, idx: torch.Tensor | None, *, crop: int, scale: tuple[int, int],
                  batch_size: int, stats: ColourStats, seed: int, pca_std: float = 0.1,
@@ -355,7 +357,8 @@ class TrainBatches:
 
     def batch(self, plan: EpochPlan, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``b`` of an epoch's plan: x float32 [B,3,crop,crop] channels_last, y int64 [B]."""
-        sl, c = slice(b * self.batch_size, (b + 1) * self.batch_size), self.crop
+        part = self.batch_size // self.world
+        sl, c = slice(b * self.batch_size + self.rank * part, b * self.batch_size + (self.rank + 1) * part), self.crop
         index = plan.index[sl]
         crops = torch.empty(len(index), 3, c, c, dtype=torch.uint8, memory_format=torch.channels_last)
         draws = zip(index.tolist(), *(t[sl].tolist() for t in (plan.scale, plan.uy, plan.ux, plan.flip)))

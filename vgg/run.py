@@ -6,11 +6,13 @@ through ``vgg.rundir.RunDir``, which this process owns (a lock) while it works.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
 
 from . import data as D
+from . import distributed as dist
 from .config import RunConfig, resolve
 from .evaluate import centre_crop, evaluate_run
 from .io import environment
@@ -47,7 +49,8 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
 
     A complete run made with the same recipe is returned as it is, no file touched; protocols
     it lacks are evaluated from its weights (``evaluate_more``). An interrupted run resumes
-    from its checkpoint."""
+    from its checkpoint. Under torchrun every rank trains (``vgg.distributed``); rank 0
+    alone holds the lock, writes the folder and evaluates while the others wait."""
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     rd, prof, protocols = RunDir(out_dir(cfg)), cfg.prof, protocols_of(cfg)
     if rd.is_complete():
@@ -58,14 +61,17 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
             raise ValueError(f"{rd.path} holds a complete run made with other parameters ("
                              + ", ".join(f"{k}: now {a!r}, there {b!r}" for k, (a, b) in changed.items())
                              + "); choose another out, or delete its metrics.json to redo it")
+        if dist.rank():
+            return done
         return evaluate_more(rd, protocols, progress=progress, device=cfg.device, threads=cfg.threads)
     check_parent(cfg.init_from, "init_from")
     check_parent(cfg.init_a, "init_a")
-    with rd.lock():
-        rd.clear_result()  # a failed attempt's record; this is a new one
+    rank = dist.rank()
+    with contextlib.nullcontext() if rank else rd.lock():
+        rank or rd.clear_result()  # a failed attempt's record; this is a new one
         env = environment()  # the code that trains the run: its commit now, not at the end
         t_start = time.perf_counter()
-        device = pick_device(cfg.device, cfg.threads)
+        device = pick_device(cfg.device, cfg.threads or (dist.local_threads() if dist.world() > 1 else None))
         root, train, val, train_idx, holdout_idx, stats = load_data(cfg, progress)
 
         torch.manual_seed(cfg.seed)
@@ -96,10 +102,13 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                          monitor_window=prof.monitor_window, plateau_threshold=prof.plateau_threshold,
                          on_epoch_end=lambda epoch, history: rd.write_history(history, HISTORY_COLUMNS))
         except TrainingFailed as err:
-            rd.finish(dict(_identity(cfg), status="failed", error=str(err), config=cfg.to_dict()))
+            rank or rd.finish(dict(_identity(cfg), status="failed", error=str(err), config=cfg.to_dict()))
             raise
+        if rank:  # evaluation and the folder are rank 0's
+            dist.barrier()
+            return rd.metrics()
         rd.write_history(result.history, HISTORY_COLUMNS)
-
+        # deviation: under torchrun the evaluation runs on rank 0 alone, the others idle
         t_eval = time.perf_counter()
         evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
                                     protocols=protocols, device=str(device), progress=progress)
@@ -117,12 +126,13 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                        params=param_count(model), init=init_note),
             data=dict(root=str(root), n_train=len(train_idx), n_holdout=len(holdout_idx), n_val=len(val),
                       classes=train.classes, mean_rgb=[round(float(v), 3) for v in stats.mean]),
-            train=dict(epochs=result.epochs, stopped=result.stopped, lr_drops=result.lr_drops,
+            train=dict(world_size=dist.world(), epochs=result.epochs, stopped=result.stopped, lr_drops=result.lr_drops,
                        seconds=round(sum(r["seconds"] for r in hist), 1), images_per_s=round(img_s, 1),
                        best_holdout_top1_err=min((r["holdout_top1_err"] for r in hist), default=None),
                        final_holdout_top1_err=hist[-1]["holdout_top1_err"] if hist else None,
-                       mfu=round(min(img_s * train_flops_per_image(model) / peak, 1.0), 3)),
+                       mfu=round(min(img_s * train_flops_per_image(model) / (peak * dist.world()), 1.0), 3)),
             eval=evals, eval_seconds=round(time.perf_counter() - t_eval, 1), eval_version=2, provenance=env))
+    dist.barrier()
     return rd.metrics()
 
 

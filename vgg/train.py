@@ -13,6 +13,7 @@ ends with exactly the weights of one never interrupted (on CPU).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed as dist
 from .io import atomic_path
 from .model import describe
 
@@ -137,8 +139,15 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
     after that many epochs (``is_stalled``); None never checks.
     Bit-exact resume holds for the same device and torch thread count: CPU kernels may sum
     in another order with another number of threads.
+    Under torchrun (``vgg.distributed``) each rank trains its slice of every global batch in
+    DistributedDataParallel; the history's sums cover all ranks; only rank 0 writes the
+    checkpoint, which every rank resumes from. Dropout is seeded per (seed, epoch, rank).
     """
     model.to(device, memory_format=torch.channels_last)
+    rank, world = dist.rank(), dist.world()
+    if batches.batch_size % world:
+        raise ValueError(f"the batch of {batches.batch_size} does not split over {world} ranks")
+    batches.rank, batches.world, net = rank, world, dist.wrap(model)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     if lr_steps:  # a fixed schedule (see the cpu profile for why)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
@@ -174,7 +183,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         if epoch > max_epochs:
             result.stopped = end
             break
-        torch.manual_seed(epoch_seed(seed, epoch))  # dropout; augmentation has its own generator
+        torch.manual_seed(epoch_seed(seed, epoch) + 7_777_777 * rank)  # dropout; augmentation has its own generator
         model.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         # The bar shows on a terminal only (tqdm's disable=None): in a papermill notebook its
@@ -184,33 +193,32 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device):
-                scores = model(x)
+                scores = net(x)
                 loss = F.cross_entropy(scores.float(), y)
-            if not torch.isfinite(loss):
-                if ckpt_path.exists():  # keep it for inspection, but never resume from it
+            n, loss_b, right = dist.all_sum([len(y), loss.item() * len(y), int((scores.argmax(1) == y).sum())], device)
+            if not math.isfinite(loss_b):
+                if rank == 0 and ckpt_path.exists():  # keep it for inspection, but never resume from it
                     ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
                 raise TrainingDiverged(
-                    f"the loss became {loss.item()} in epoch {epoch} after {seen} images "
+                    f"the loss became {loss_b / n} in epoch {epoch} after {seen} images "
                     f"(lr {opt.param_groups[0]['lr']:g}); the run is marked failed. A lower lr "
                     f"or init='paper' may help.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += int((scores.argmax(1) == y).sum())
+            seen, loss_sum, correct = seen + int(n), loss_sum + loss_b, correct + int(right)
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / elapsed:.0f}", refresh=False)
         train_seconds = time.perf_counter() - t0
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
-            ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            rank == 0 and ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
             raise TrainingDiverged(f"the weights became non-finite in epoch {epoch} (lr {opt.param_groups[0]['lr']:g}); "
                                    f"the run is marked failed. A lower lr may help.")
         try:
-            h1, h5 = topk_errors(model, *holdout, eval_bs, device)
+            h1, h5 = dist.from_rank0(list(topk_errors(model, *holdout, eval_bs, device)), device)
         except TrainingDiverged:
-            ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            rank == 0 and ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
             raise
         row = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1),
                    train_top1_err=100.0 * (1 - correct / max(seen, 1)), holdout_top1_err=h1,
@@ -228,21 +236,21 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
                 result.stopped = "plateau"  # (the scheduler's extra division is never used)
             else:
                 result.lr_drops += 1
-        if progress:
+        if progress and rank == 0:
             tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.3f}  train err {row['train_top1_err']:5.1f}%"
                        f"  held-out err {h1:5.1f}% (top-5 {h5:5.1f}%)  lr {row['lr']:.0e}"
                        f"  {row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s"
                        f"  (at most {(max_epochs - epoch) * row['seconds'] / 60:.0f} min left)")
-        _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
-        if on_epoch_end is not None:
+        rank == 0 and _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
+        if on_epoch_end is not None and rank == 0:
             on_epoch_end(epoch, result.history)
         if is_stalled(result.history, _num_classes(model), stall_epochs):
-            ckpt_path.replace(ckpt_path.with_suffix(".stalled.pt"))  # kept for inspection, never resumed
+            rank == 0 and ckpt_path.replace(ckpt_path.with_suffix(".stalled.pt"))  # kept for inspection, never resumed
             raise TrainingStalled(
                 f"the training error is {row['train_top1_err']:.1f}% after {epoch} epochs, chance level "
                 f"for {_num_classes(model)} classes: the net is not learning (dead ReLUs). Use the "
                 f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.spec's B-5x5 row does.")
-    _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
+    rank == 0 and _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
     return result
 
 
@@ -260,19 +268,22 @@ def train_flops_per_image(model: nn.Module) -> float:
     return 6.0 * sum(r["macs"] for r in rows)
 
 
-def matmul_peak_flops(device: torch.device, n: int = 1024, seconds: float = 2.0) -> float:
+def matmul_peak_flops(device: torch.device, sizes=(512, 1024, 2048), seconds: float = 2.0) -> float:
     """This machine's fp32 matmul FLOP/s at the current thread count: the MFU yardstick.
 
-    The best of many short repeats, not the median: on a shared machine (two study runs at
-    once, a test suite) most repeats are slowed by the neighbours, the best one is not.
+    The best over sizes and many short repeats, not the median: on a shared machine (two
+    study runs at once, a test suite) most repeats are slowed by the neighbours, the best
+    one is not. A peak measured while the machine is busy is still too low (``vgg bench``
+    warns then, and caps the MFU at 1).
     """
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best, end, reps = 0.0, time.perf_counter() + seconds, 0
-    while time.perf_counter() < end or reps < 3:
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best, reps = max(best, 2 * n ** 3 / (time.perf_counter() - t)), reps + 1
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        end, reps = time.perf_counter() + seconds / len(sizes), 0
+        while time.perf_counter() < end or reps < 2:
+            t = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best, reps = max(best, 2 * n ** 3 / (time.perf_counter() - t)), reps + 1
     return best

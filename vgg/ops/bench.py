@@ -1,9 +1,11 @@
-"""Benchmarks: ``python -m vgg bench data|train|eval|lrn``. Speed lives here, never in tests.
+"""Benchmarks: ``python -m vgg bench data|train|eval|lrn|gpu``. Speed lives here, never in tests.
 
 Timings drift +-20% between runs on a shared machine, so each benchmark compares its
 variants side by side in one process and reports medians of several repeats.
 """
 from __future__ import annotations
+
+import os
 
 from .. import data as D
 from ..evaluate import dense_probs, multi_crop_probs
@@ -94,12 +96,27 @@ def bench_data(args=None, n_images: int = 2000, repeats: int = 3) -> dict:
             "cached_load_s": cached_load, "colour_stats_s": stats_s}
 
 
+def warn_if_loaded() -> None:
+    """One line when other processes keep the CPU busy: the matmul peak and the rates are then
+    both low, by different amounts, so their ratio (the MFU) is unreliable (it read 1.09)."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load >= 0.5:
+        print(f"warning: the machine is loaded (load average {load:.1f} on {cores} cores): the peak and the "
+              f"rates are low and the MFU unreliable; rerun on an idle machine")
+
+
+def mfu_text(mfu: float) -> str:
+    """The MFU as printed: never above 1 (a peak measured under load is too low)."""
+    return f"{min(mfu, 1.0):6.2f}" + ("  (capped: the peak was measured under load)" if mfu > 1 else "")
+
+
 def bench_train(args=None, nets=("A", "D"), steps: int = 30, repeats: int = 3) -> dict:
     """Training images/s and model-FLOP utilisation (MFU) for A and D at the cpu profile,
     data included (TrainBatches with prefetch feeding the real training step).
 
     MFU = achieved model FLOP/s (6 x forward multiply-adds per image) over this machine's
-    measured fp32 matmul peak (``vgg.train.matmul_peak_flops``), measured in the same process.
+    measured fp32 matmul peak (``vgg.train.matmul_peak_flops``: the best over sizes and
+    repeats), measured in the same process; a loaded machine is warned of, the MFU capped at 1.
     """
     import statistics
     import time
@@ -109,6 +126,7 @@ def bench_train(args=None, nets=("A", "D"), steps: int = 30, repeats: int = 3) -
 
 
     prof = PROFILES["cpu"]
+    warn_if_loaded()
     device = pick_device("auto")
     train = D.load_split(D.find_data(), "train", per_class=(steps + 3) * prof.batch_size // 10 + 1)
     stats = D.colour_stats(train)
@@ -138,8 +156,8 @@ def bench_train(args=None, nets=("A", "D"), steps: int = 30, repeats: int = 3) -
             it.close()
         img_s = statistics.median(rates)
         flops = img_s * train_flops_per_image(model)
-        results[net] = {"images_per_s": img_s, "gflops": flops / 1e9, "mfu": flops / peak}
-        print(f"{net:4} {img_s:9.0f} {flops / 1e9:8.1f} {flops / peak:6.2f}")
+        results[net] = {"images_per_s": img_s, "gflops": flops / 1e9, "mfu": min(flops / peak, 1.0)}
+        print(f"{net:4} {img_s:9.0f} {flops / 1e9:8.1f} {mfu_text(flops / peak)}")
     return results
 
 
@@ -270,4 +288,51 @@ def bench_lrn(args=None, repeats: int = 7, steps: int = 5) -> dict:
     return {name: {"layer_ms": ms, "train_images_per_s": img_s} for name, (ms, img_s) in rows.items()}
 
 
-BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval, "lrn": bench_lrn}
+def bench_gpu(args=None, nets=("A", "D"), steps: int = 20, repeats: int = 3) -> dict:
+    """Training images/s and MFU of A and D at the gpu profile on one CUDA GPU (bf16 autocast,
+    as ``vgg.train.fit``), on random crops (the GPU's speed, not the data pipeline's), against
+    the measured bf16 matmul peak. Without a GPU: one line saying so."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.cuda.is_available():
+        print("bench gpu: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing measured")
+        return {}
+    prof, dev = PROFILES["gpu"], torch.device("cuda")
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    peak = 0.0
+    for _ in range(10):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ a
+        torch.cuda.synchronize()
+        peak = max(peak, 2 * 8192 ** 3 / (time.perf_counter() - t))
+    results = {"device": torch.cuda.get_device_name(), "bf16_matmul_peak_tflops": peak / 1e12}
+    print(f"{results['device']}: bf16 matmul peak {peak / 1e12:.0f} TFLOP/s")
+    x = torch.randn(prof.batch_size, 3, prof.crop, prof.crop, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (prof.batch_size,), device=dev)
+    for net in nets:
+        model = build(net, num_classes=10, width=prof.width, crop=prof.crop).to(dev, memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        rates = []
+        for rep in range(repeats + 1):  # the first is the warm-up (cuDNN autotuning)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(steps):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = F.cross_entropy(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            torch.cuda.synchronize()
+            rates.append(steps * prof.batch_size / (time.perf_counter() - t))
+        img_s = sorted(rates[1:])[len(rates[1:]) // 2]
+        mfu = img_s * train_flops_per_image(model) / peak
+        results[net] = {"images_per_s": img_s, "mfu": min(mfu, 1.0)}
+        print(f"{net:4} {img_s:9.0f} img/s  MFU {mfu_text(mfu)}")
+    return results
+
+
+BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval, "lrn": bench_lrn, "gpu": bench_gpu}

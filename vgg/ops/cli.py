@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import data as D
+from .. import distributed as dist
 from ..config import RunConfig
 from ..evaluate import PROTOCOLS
 from ..model import NETS
@@ -15,7 +16,7 @@ from . import bench
 from .progress import format_progress, progress, seconds_left
 from ..profiles import PROFILES, get_profile
 from ..rundir import RunDir
-from ..run import evaluate_more
+from ..run import evaluate_more, run_experiment
 from ..spec import SEEDS, name_of, out_dir, row
 from .. import notebook
 from ..study import execute, run_study
@@ -25,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="one experiment, through the papermill notebook")
+    r = sub.add_parser("run", help="one experiment, through the papermill notebook (under torchrun: DDP, "
+                                                 "in-process on every rank, no notebook)")
     r.add_argument("net", choices=NETS)
     r.add_argument("--train-scale", default="256", help='S in paper pixels: "256", "384" or "256-512"')
     r.add_argument("--seed", type=int, default=0)
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig.from_dict(dict(params, out=_absolute(args.out)))
         out = out_dir(cfg)
         D.find_data(cfg.data, cfg.prof.data_folder)  # before a kernel starts
+        if dist.launched():
+            return _run_ddp(cfg, out)
         print(f"run {name_of(cfg)} -> {out}", flush=True)
         try:
             execute(params, out, name=name_of(cfg),
@@ -163,6 +167,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"images of the {name} profile: none yet ({prof.data_folder})")
         return 0
     return 2
+
+
+def _run_ddp(cfg: RunConfig, out: Path) -> int:
+    """``vgg run`` under torchrun: every rank calls ``run_experiment`` in this process (no
+    notebook: one per rank makes no sense, so the folder has no executed run_config.ipynb);
+    rank 0 alone prints, writes the folder and evaluates."""
+    dist.init(cfg.device)
+    try:
+        if dist.rank() == 0:
+            print(f"run {name_of(cfg)} -> {out} on {dist.world()} ranks (DistributedDataParallel)", flush=True)
+        try:
+            run_experiment(cfg, progress=dist.rank() == 0)
+        except KeyboardInterrupt:
+            if dist.rank() == 0:
+                print(f"stopped {name_of(cfg)}; it resumes from its last checkpoint when you run the same "
+                      f"command again", file=sys.stderr)
+            return 130
+        if dist.rank() == 0:
+            print(f"{name_of(cfg)} complete: {out / RunDir.METRICS}")
+        return 0
+    finally:
+        dist.finish()
 
 
 def _cli() -> int:
