@@ -120,5 +120,8 @@ def test_the_ranks_slices_make_one_processes_batch(ddp_data):
     one, ranks = make(), [make(), make()]
     for r, tb in enumerate(ranks):
         tb.rank, tb.world = r, 2
+    n = 0
     for (x, y), *parts in zip(one.epoch(2), *(tb.epoch(2) for tb in ranks)):
         assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+        n += 1
+    assert n == len(one) > 0

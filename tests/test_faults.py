@@ -31,7 +31,7 @@ def test_every_field_has_a_bad_value_here():
 
 @pytest.mark.parametrize("field", sorted(BAD))
 def test_a_bad_value_of_each_field_is_refused_saying_what_is_valid(field):
-    with pytest.raises((ValueError, TypeError), match=field.replace("_", "[_ ]") + "|valid|must be"):
+    with pytest.raises((ValueError, TypeError), match=field.replace("_", "[_ ]")):  # names the field
         RunConfig.from_dict({field: BAD[field]})
 
 

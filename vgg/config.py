@@ -14,7 +14,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from .evaluate import PROTOCOLS
+from .evaluate import BASE, MULTI_CROP, PROTOCOLS
 from .io import ROOT
 from .model import NETS, check_net
 from .profiles import PROFILES, Profile, get_profile, parse_train_scale
@@ -22,8 +22,7 @@ from .profiles import PROFILES, Profile, get_profile, parse_train_scale
 # Where and how a run executes, not what it is: never part of a run's name or recipe.
 RUNTIME_FIELDS = ("data", "device", "threads", "out", "protocols")
 # Parameters of older metrics.json files, read into today's fields (RunConfig.from_dict).
-LEGACY = {"multi_crop": lambda v: {"protocols": ["dense", "centre-crop", "multi-scale"]
-                                   + (["multi-crop", "multi-crop+dense"] if v else [])}}
+LEGACY = {"multi_crop": lambda v: {"protocols": list(BASE + (MULTI_CROP if v else ()))}}
 
 
 @dataclass

@@ -369,7 +369,11 @@ class TrainBatches:
             img = img[:, y:y + c, x:x + c]
             crops[j] = img.flip(-1) if f else img
         st = self.stats
-        shift = (plan.alpha[sl] * st.eigval.clamp_min(0).sqrt()) @ st.eigvec.T  # [B, 3]
+        # the whole global batch's shift, then this rank's rows: a matmul over fewer rows may
+        # round differently, and the ranks' batches must be one process's bit for bit
+        whole = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        shift = ((plan.alpha[whole] * st.eigval.clamp_min(0).sqrt()) @ st.eigvec.T)[sl.start - whole.start:
+                                                                                   sl.stop - whole.start]
         # uint8 - float32 -> float32 in one pass (- mean + shift); the output keeps channels_last
         x = (crops - (st.mean - shift).view(-1, 3, 1, 1)).contiguous(memory_format=torch.channels_last)
         return x, self.images.labels[index]

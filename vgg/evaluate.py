@@ -321,6 +321,10 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+BASE = ("dense", "centre-crop", "multi-scale")  # Tables 3-4 and Sect. 4.1's centre crop
+MULTI_CROP = ("multi-crop", "multi-crop+dense")  # Table 5 (150 crops: slow)
+
+
 def result_key(name: str, train_scale: str) -> str:
     """The name a protocol's result is stored under: ``dense@384`` for a one-scale protocol
     (Q of Table 3 for this training scale), the protocol's name otherwise."""

@@ -33,7 +33,6 @@ import torch
 
 from . import io as vio
 
-STATES = ("missing", "running", "partial", "failed", "complete", "broken")
 # eval_version 1 (before centred dense windows, see vgg.evaluate.centre_windows): its results
 # of the protocols with dense windows are read under names of their own.
 _V1 = {"dense@": "dense-topleft@", "multi-scale": "multi-scale-topleft",
@@ -46,6 +45,11 @@ class BrokenRun(ValueError):
 
 class RunLocked(RuntimeError):
     """Another live process owns the run folder."""
+
+
+def _version(metrics: dict) -> int:
+    """The evaluation's version of a record: one without a version is version 1."""
+    return int(metrics.get("eval_version", 1))
 
 
 def _legacy_key(key: str, version: int) -> str:
@@ -110,6 +114,16 @@ class RunDir:
             fcntl.flock(f, fcntl.LOCK_UN)
         return None
 
+    def _in_use(self, holder) -> RunLocked:
+        return RunLocked(f"{self.path} is in use by process {holder} (lock file {self.path / self.LOCK}); "
+                         f"wait for it to finish, or stop that process")
+
+    def check_free(self) -> None:
+        """Raise ``RunLocked`` at once when a live process owns the folder."""
+        holder = self.locked_by()
+        if holder is not None:
+            raise self._in_use(holder)
+
     @contextmanager
     def lock(self):
         """Own the folder for the block; a second process fails at once, naming the holder."""
@@ -121,8 +135,7 @@ class RunDir:
             f.seek(0)
             holder = f.read().strip() or "?"
             f.close()
-            raise RunLocked(f"{self.path} is in use by process {holder} (lock file {self.path / self.LOCK}); "
-                            f"wait for it to finish, or stop that process") from None
+            raise self._in_use(holder) from None
         f.seek(0)
         before = f.read().strip()
         if before and before != str(os.getpid()):
@@ -165,7 +178,7 @@ class RunDir:
         older protocol under that protocol's name) plus the dense-context records made
         before windows-as-crops was a protocol (``dense_context_Q<q>.json``)."""
         m = self.metrics() or {}
-        version = int(m.get("eval_version", 1))  # a record without a version is version 1
+        version = _version(m)
         out = {_legacy_key(k, version): v for k, v in m.get("eval", {}).items()}
         for f in sorted(self.path.glob("dense_context_Q*.json")):
             try:
@@ -193,8 +206,7 @@ class RunDir:
         path = self.path / self.PROBS
         if not path.exists():
             return None
-        m = self.metrics() or {}
-        version = int(m.get("eval_version", 1))
+        version = _version(self.metrics() or {})
         with np.load(path, allow_pickle=False) as z:
             return {"ids": [str(i) for i in z["ids"]], "labels": z["labels"].astype(np.int64),
                     "classes": [str(c) for c in z["classes"]], "path": str(path),
@@ -204,9 +216,10 @@ class RunDir:
     def superseded(self) -> list[dict]:
         path = self.path / self.SUPERSEDED
         try:
-            return json.loads(path.read_text()) if path.exists() else []
+            entries = json.loads(path.read_text()) if path.exists() else []
         except (OSError, ValueError):
             return []
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
     def weights(self) -> dict:
         """The final weights as a float32 state dict: the checkpoint's where it is here (exact),
@@ -317,4 +330,4 @@ def scan(runs_dir: str | os.PathLike) -> list[RunDir]:
             for r in sorted(p.iterdir()) if r.is_dir() and not r.name.startswith(".")]
 
 
-__all__ = ["RunDir", "BrokenRun", "RunLocked", "STATES", "scan"]
+__all__ = ["RunDir", "BrokenRun", "RunLocked", "scan"]

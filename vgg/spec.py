@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULTS, RUNTIME_FIELDS, RunConfig, resolve
-from .evaluate import PROTOCOLS, result_key
+from .evaluate import BASE, MULTI_CROP, PROTOCOLS, result_key
 from .io import ROOT
 from .profiles import get_profile, parse_train_scale, test_scales
 
@@ -25,9 +25,6 @@ SEEDS = 3  # the claims' confidence intervals bootstrap over three seeds
 # the jittered fine-tuning used, so we use the same 1e-3.
 FINETUNE_LR = 1e-3
 
-BASE = ("dense", "centre-crop", "multi-scale")  # Tables 3-4 and Sect. 4.1's centre crop
-MULTI_CROP = ("multi-crop", "multi-crop+dense")  # Table 5 (150 crops: slow)
-DIAGNOSTICS = ("windows-as-crops", "dense-softmax")  # why dense trails crops (protocol chapter)
 # Profiles whose every run is evaluated with every protocol (the cpu profile's rows name theirs).
 ALL_PROTOCOLS = ("cpu128",)
 TAGS = {("init", "paper"): "ainit"}  # overrides with a name of their own in run names

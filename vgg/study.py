@@ -83,9 +83,7 @@ def execute(params: dict, out_dir: Path, *, name: str | None = None, echo=None) 
     if rd.is_complete():
         run_experiment(cfg, progress=False)  # refuses other parameters; adds protocols it lacks
         return
-    if rd.locked_by() is not None:
-        raise RuntimeError(f"{out_dir} is in use by process {rd.locked_by()} (lock file {out_dir / RunDir.LOCK}); "
-                           f"wait for it to finish, or stop that process")
+    rd.check_free()  # the kernel's RunDir.lock refuses it too, but only after a kernel has started
     notebook.execute(params, out_dir, name=name or out_dir.name, echo=echo)
 
 

@@ -197,8 +197,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
                 loss = F.cross_entropy(scores.float(), y)
             n, loss_b, right = dist.all_sum([len(y), loss.item() * len(y), int((scores.argmax(1) == y).sum())], device)
             if not math.isfinite(loss_b):
-                if rank == 0 and ckpt_path.exists():  # keep it for inspection, but never resume from it
-                    ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+                _set_aside(ckpt_path, "diverged", rank)
                 raise TrainingDiverged(
                     f"the loss became {loss_b / n} in epoch {epoch} after {seen} images "
                     f"(lr {opt.param_groups[0]['lr']:g}); the run is marked failed. A lower lr "
@@ -212,13 +211,13 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
                             img_s=f"{seen / elapsed:.0f}", refresh=False)
         train_seconds = time.perf_counter() - t0
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
-            rank == 0 and ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            _set_aside(ckpt_path, "diverged", rank)
             raise TrainingDiverged(f"the weights became non-finite in epoch {epoch} (lr {opt.param_groups[0]['lr']:g}); "
                                    f"the run is marked failed. A lower lr may help.")
         try:
             h1, h5 = dist.from_rank0(list(topk_errors(model, *holdout, eval_bs, device)), device)
         except TrainingDiverged:
-            rank == 0 and ckpt_path.exists() and ckpt_path.replace(ckpt_path.with_suffix(".diverged.pt"))
+            _set_aside(ckpt_path, "diverged", rank)
             raise
         row = dict(epoch=epoch, train_loss=loss_sum / max(seen, 1),
                    train_top1_err=100.0 * (1 - correct / max(seen, 1)), holdout_top1_err=h1,
@@ -245,13 +244,19 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         if on_epoch_end is not None and rank == 0:
             on_epoch_end(epoch, result.history)
         if is_stalled(result.history, _num_classes(model), stall_epochs):
-            rank == 0 and ckpt_path.replace(ckpt_path.with_suffix(".stalled.pt"))  # kept for inspection, never resumed
+            _set_aside(ckpt_path, "stalled", rank)
             raise TrainingStalled(
                 f"the training error is {row['train_top1_err']:.1f}% after {epoch} epochs, chance level "
                 f"for {_num_classes(model)} classes: the net is not learning (dead ReLUs). Use the "
                 f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.spec's B-5x5 row does.")
     rank == 0 and _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
     return result
+
+
+def _set_aside(ckpt_path: Path, why: str, rank: int) -> None:
+    """Keep a failed run's checkpoint for inspection as checkpoint.<why>.pt, never resumed."""
+    if rank == 0 and ckpt_path.exists():
+        ckpt_path.replace(ckpt_path.with_suffix(f".{why}.pt"))
 
 
 def _save_checkpoint(path: Path, model, opt, sched, result: TrainResult, recipe: dict | None) -> None:

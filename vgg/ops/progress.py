@@ -12,11 +12,11 @@ import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..io import ROOT, cpu_name
+from ..io import cpu_name
 from ..profiles import PROFILES
 from ..rundir import RunDir
 from ..spec import Planned, plan
-from ..study import chain_seconds, stale_parents
+from ..study import base_dir, chain_seconds, stale_parents
 
 
 def _kind(r: Planned) -> tuple:
@@ -78,19 +78,23 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     than the AMD EPYC before it). A complete run's CPU is in its metrics.json; a partial
     run (a checkpoint) was trained on this one, ``cpu`` (default: this machine's)."""
     prof = PROFILES[profile]
-    base = Path(runs_dir) if Path(runs_dir).is_absolute() else ROOT / runs_dir
+    base = base_dir(runs_dir, profile)
     runs, hists, evals, cpus = (plan(seeds, profile=profile) if runs is None else runs), {}, {}, {}
+    states, resumes = {}, {}  # each folder read once
     here = cpu_name() if cpu is None else cpu
     for r in runs:
-        rd = RunDir(base / profile / r.name)
-        if rd.history():
-            hists[r.name] = rd.history()
-        status = rd.state()
+        rd = RunDir(base / r.name)
+        history = rd.history()
+        if history:
+            hists[r.name] = history
+        states[r.name] = status = rd.state()
+        # only a checkpoint resumes: a folder without one (retrain, missing) trains from epoch 1
+        resumes[r.name] = status == "partial" and rd.checkpoint.exists()
         if status == "complete":
             m = rd.metrics()
             evals[r.name] = float(m.get("eval_seconds") or 0.0)
             cpus[r.name] = (m.get("provenance") or {}).get("cpu")
-        elif status == "partial" and rd.checkpoint.exists():  # trained here (checkpoints do not travel)
+        elif resumes[r.name]:  # trained here (checkpoints do not travel)
             cpus[r.name] = here
     speed = _speed_ratio(runs, hists, cpus, here)
     # seconds of every epoch, by (net, scale) and by net; evaluation seconds by (net, scale,
@@ -106,17 +110,15 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     scale_s = {k: statistics.median(v) for k, v in scale_s.items() if v}
     net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
-    rows, stale = [], stale_parents(runs, profile, base)
+    rows, stale = [], stale_parents(runs, profile, runs_dir)
     for r in runs:
-        folder, hist = base / profile / r.name, hists.get(r.name, [])
+        hist = hists.get(r.name, [])
         last = hist[-1] if hist else {}
-        state = "retrain" if r.name in stale else RunDir(folder).state()
+        state = "retrain" if r.name in stale else states[r.name]
         cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
         per_epoch = scale_s.get((r.net, r.train_scale), net_s.get(r.net))
         done = state == "complete"
-        # only a checkpoint resumes: a folder without one (retrain, missing) trains from epoch 1
-        resumes = state == "partial" and RunDir(folder).checkpoint.exists()
-        todo_epochs = max(cap - len(hist), 0) if resumes else cap
+        todo_epochs = max(cap - len(hist), 0) if resumes[r.name] and state != "retrain" else cap
         left = 0.0 if done else (todo_epochs * per_epoch if per_epoch is not None else None)
         own_eval = evals.get(r.name, 0.0) * (1.0 if cpus.get(r.name) == here else speed)
         eval_left = 0.0 if done else (own_eval if state == "retrain" else None) \

@@ -35,11 +35,6 @@ def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _superseded(rd: RunDir) -> list[dict]:
-    entries = rd.superseded()
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
 def study_compute(runs_dir=None) -> pd.DataFrame:
     """The compute behind the book, per folder under runs/ (the study, and the pilots and
     plateau-rule runs kept as evidence) and in total: training from every run's history
@@ -68,7 +63,7 @@ def study_compute(runs_dir=None) -> pd.DataFrame:
                 continue
             counted += 1
             train, epochs = train + sum(float(r["seconds"]) for r in hist), epochs + len(hist)
-            for old in _superseded(rd):  # an earlier training of this folder, set aside
+            for old in rd.superseded():  # an earlier training of this folder, set aside
                 train, epochs = train + float(old.get("train_seconds") or 0.0), epochs + int(old.get("epochs") or 0)
                 ev += float(old.get("eval_seconds") or 0.0) * (1 + int(old.get("reevaluated") or 0))
                 again += 1
@@ -97,7 +92,7 @@ def retrained_table(profile: str = "cpu", runs_dir=None) -> pd.DataFrame:
     for _, r in runs.iterrows():
         rd = RunDir(r["path"])
         now, results = rd.metrics(), rd.results()
-        for old in _superseded(rd):
+        for old in rd.superseded():
             pairs = [(HELD_OUT, old.get("final_holdout_top1_err"), now.get("train", {}).get("final_holdout_top1_err"))]
             pairs += [(p, e, results.get(p, {}).get("top1_err")) for p, e in (old.get("top1_err") or {}).items()]
             for protocol, before, after in pairs:

@@ -132,11 +132,12 @@ def eval_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 # --- the profile the book shows ------------------------------------------------------------
 
-def book_profile(runs_dir=None) -> str:
+def book_profile(runs_dir=None, runs: pd.DataFrame | None = None) -> str:
     """The profile the book shows: ``$VGG_BOOK_PROFILE`` (default cpu); with no complete cpu
-    runs but some complete smoke runs, and no profile asked for, smoke."""
+    runs but some complete smoke runs, and no profile asked for, smoke. ``runs``: every
+    profile's runs, when already read."""
     wanted = os.environ.get("VGG_BOOK_PROFILE", "cpu")
-    runs, _ = load_runs(runs_dir=runs_dir)
+    runs = load_runs(runs_dir=runs_dir)[0] if runs is None else runs
     have = set(runs["profile"]) if len(runs) else set()
     if wanted not in have and wanted == "cpu" and "smoke" in have and "VGG_BOOK_PROFILE" not in os.environ:
         return "smoke"
@@ -146,9 +147,10 @@ def book_profile(runs_dir=None) -> str:
 def book_runs(runs_dir=None) -> tuple[pd.DataFrame, str, list[str]]:
     """(complete runs of the profile the book shows, that profile, broken metrics.json paths
     of every profile)."""
-    profile = book_profile(runs_dir)
-    runs, _ = load_runs(profile, runs_dir)
-    return runs, profile, load_runs(None, runs_dir)[1]
+    every, broken = load_runs(None, runs_dir)  # every folder read once
+    profile = book_profile(runs_dir, every)
+    runs = every[every["profile"] == profile].reset_index(drop=True) if len(every) else every
+    return runs, profile, broken
 
 
 # --- per-run files, through RunDir -----------------------------------------------------------
@@ -183,13 +185,15 @@ def run_probs(run_path: str | os.PathLike) -> dict | None:
         return None
 
 
+_STUDY_ORDER: dict[tuple[str, str], int] = {}
+for _i, _r in enumerate(RUNS):
+    _STUDY_ORDER.setdefault((_r.net, _r.train_scale), _i)
+
+
 def study_rank(net: str, train_scale: str) -> int:
     """Where (net, training scale) comes in the plan (``vgg.spec.RUNS``), for sorting tables
     the way the paper's tables run; unknown pairs last."""
-    order = {}
-    for i, r in enumerate(RUNS):
-        order.setdefault((r.net, r.train_scale), i)
-    return order.get((net, train_scale), len(order))
+    return _STUDY_ORDER.get((net, train_scale), len(_STUDY_ORDER))
 
 
 def by_study_order(df: pd.DataFrame, net: str = "net", scale: str = "train_scale") -> pd.DataFrame:
