@@ -230,6 +230,19 @@ def test_two_runs_on_one_folder_the_second_fails_at_once_and_a_killed_ones_lock_
     assert RunDir(out).is_complete() and RunDir(out).locked_by() is None
 
 
+def test_the_study_passes_parent_folders_relative_to_the_repository(tmp_path, monkeypatch):
+    """The CLI makes --runs-dir absolute; the parameters, which land in metrics.json and the
+    recipe, still name parents inside the repository relative to it."""
+    import vgg.study as study
+    seen = []
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    monkeypatch.setattr(study, "execute", lambda params, out_dir, **kw: (seen.append(params), _complete(out_dir)))
+    monkeypatch.setattr(study, "find_data", lambda *a: None)
+    runs = _runs(("D", "256", 0), ("D", "384", 0, "256"))
+    run_study("smoke", runs=runs, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+    assert seen[1]["init_from"] == "runs/smoke/D-S256-s0"
+
+
 def test_a_run_with_two_parents_waits_for_both_and_is_blocked_by_the_one_that_fails(tmp_path, monkeypatch):
     """The scheduler alone (execute faked: it writes a complete metrics.json, or fails for lr < 0)."""
     import vgg.study as study

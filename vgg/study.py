@@ -134,7 +134,11 @@ def run_study(profile: str = "cpu", seeds: int | list[int] = 1, *, runs: list[Pl
         return None if None in states else all(states)
 
     def one(r: Planned) -> None:
-        params = r.params(profile, str(runs_dir))
+        # parent folders inside the repository are passed relative to it (RunConfig resolves
+        # them there), so the records that go into git name no machine's paths and a recipe
+        # check on another machine matches them
+        where = base.parent
+        params = r.params(profile, str(where.relative_to(ROOT)) if where.is_relative_to(ROOT) else str(where))
         params.update({"data": data} if data else {}, **({"threads": 1} if jobs > 1 else {}))
         t, rd = time.perf_counter(), RunDir(base / r.name)
         try:
