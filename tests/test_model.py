@@ -142,6 +142,22 @@ def test_paper_init_copies_four_convs_and_the_head_from_a():
     assert abs(float(convs_d[1].weight.detach().std()) - 0.01) < 0.002  # the rest is N(0, 0.01^2)
 
 
+def test_paper_init_rest_glorot_starts_only_the_new_layers_from_glorot():
+    """cpu128: A's layers copied as before; the others Glorot uniform instead of N(0, 0.01^2)."""
+    torch.manual_seed(0)
+    a = vgg.build("A", 10, 0.25, 64)
+    d = vgg.build("D", 10, 0.25, 64)
+    copied = init_paper(d, from_a=a, rest="glorot")
+    convs_a = [l for l in a.features if isinstance(l, torch.nn.Conv2d)]
+    convs_d = [l for l in d.features if isinstance(l, torch.nn.Conv2d)]
+    assert len(copied) == 7 and torch.equal(convs_a[0].weight, convs_d[0].weight)
+    new = convs_d[1].weight.detach()  # 16 -> 16, 3x3: Glorot bound sqrt(6 / (144 + 144))
+    bound = (6 / (2 * 16 * 9)) ** 0.5
+    assert new.abs().max() <= bound and new.abs().max() > 0.8 * bound
+    with pytest.raises(ValueError, match="normal"):
+        init_paper(d, from_a=a, rest="he")
+
+
 def test_paper_init_refuses_an_a_of_another_width():
     a = vgg.build("A", 10, 0.125, 64)
     with pytest.raises(ValueError, match="same width"):

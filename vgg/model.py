@@ -217,7 +217,11 @@ def paper_fan_in_ratio(model: VGG) -> list[float]:
     return [p.weight[0].numel() / o.weight[0].numel() for o, p in zip(ours, paper)]
 
 
-def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01, gain_matched: bool = False) -> list[str]:
+INIT_REST = ("normal", "glorot")  # init_paper: how a deeper net's layers not copied from A start
+
+
+def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01, gain_matched: bool = False,
+               rest: str = "normal") -> list[str]:
     """The paper's original scheme (Sect. 3.1): N(0, std^2) weights, zero biases, then the
     first four conv layers and the three FC layers copied from a trained net A.
 
@@ -227,11 +231,19 @@ def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01, gain_ma
     the signal about 3x more per conv layer than at the paper's width; A then started at
     chance and stayed there (loss ln 10, runs/cpu128-pilot).
 
+    deviation (``rest="glorot"``, the cpu128 profile): a deeper net's layers that are not
+    copied from A start from Glorot init (the paper's own alternative, Sect. 3.1) instead of
+    N(0, std). With N(0, std) the 5-9 new layers between A's convs and A's FC head shrink the
+    signal so much that the head's input is 10^3-10^4 times smaller than in the trained A
+    (C: 1.5e-5 against 0.45); C then sat at chance. Glorot keeps it within 1-17x.
+
     The deeper nets' layer shapes differ from A's (D's second conv is 64->64, A's is
     64->128), so each of A's first four convs is copied into the next conv of the target
     with the same shape, in order; for D that is conv 1, 3, 5, 6. Returns the copied
     layers' names (for the run's provenance).
     """
+    if rest not in INIT_REST:
+        raise ValueError(f"rest={rest!r}: the layers not copied from A start from one of {INIT_REST}")
     layers = sum(_weight_layers(model), [])
     ratios = paper_fan_in_ratio(model) if gain_matched else [1.0] * len(layers)
     for m, r in zip(layers, ratios):
@@ -265,6 +277,10 @@ def init_paper(model: VGG, from_a: VGG | None = None, std: float = 0.01, gain_ma
             dst.weight.copy_(src.weight)
             dst.bias.copy_(src.bias)
             copied.append(names[id(dst)])
+    if rest == "glorot":
+        for m in layers:
+            if names[id(m)] not in copied:
+                nn.init.xavier_uniform_(m.weight)
     return copied
 
 

@@ -44,6 +44,7 @@ class Profile:
     plateau_threshold: float | None = None  # plateau rule: points the average must improve by
     init: str = "glorot"  # its runs' initialisation unless a run says otherwise (RunConfig.init)
     init_gain_matched: bool = False  # the paper's init with each layer's std matched (vgg.model.init_paper)
+    init_rest: str = "normal"  # init="paper": a deeper net's layers not copied from A (vgg.model.INIT_REST)
 
     def px(self, paper_pixels: int | float) -> int:
         """Convert a size in paper pixels to real pixels (rounded to nearest)."""
@@ -85,7 +86,8 @@ PROFILES: dict[str, Profile] = {
     "cpu128": Profile("cpu128", Fraction(4, 7), 0.125, batch_size=64, max_epochs=90,
                       max_epochs_finetune=60, patience=3, eval_batch_size=128, stall_epochs=3,
                       monitor_window=5, plateau_threshold=0.25,
-                      data_folder="imagenette2-320", init="paper", init_gain_matched=True),
+                      data_folder="imagenette2-320", init="paper", init_gain_matched=True,
+                      init_rest="glorot"),
     "smoke": Profile("smoke", Fraction(1, 7), 0.125, batch_size=8, max_epochs=2,
                      max_epochs_finetune=1, patience=1, eval_batch_size=16, per_class=6),
 }

@@ -85,9 +85,10 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
             if cfg.init_a:
                 a = build("A", num_classes=len(train.classes), width=prof.width, crop=prof.crop)
                 RunDir(resolve(cfg.init_a)).load_into(a)
-            copied = init_paper(model, from_a=a, gain_matched=prof.init_gain_matched)
+            copied = init_paper(model, from_a=a, gain_matched=prof.init_gain_matched, rest=prof.init_rest)
             init_note = ("paper: N(0, 0.01)" + (", std matched to the paper's fan-in" if prof.init_gain_matched
-                                                 else "") + (" + from A: " + ", ".join(copied) if a else ""))
+                                                 else "") + (" + from A: " + ", ".join(copied) if a else "")
+                         + (f"; the other layers {prof.init_rest}" if a and prof.init_rest != "normal" else ""))
 
         s_lo, s_hi = parse_train_scale(cfg.train_scale)
         batches = D.TrainBatches(train, train_idx, crop=prof.crop, scale=(prof.px(s_lo), prof.px(s_hi)),
