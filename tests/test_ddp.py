@@ -6,14 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from imagefolder import make_image_folder
 from vgg import data as D
+from vgg.evaluate import BASE, evaluate_run
+from vgg.rundir import RunDir
 from vgg.model import build
 from vgg.profiles import PROFILES
-from vgg.run import holdout_crops
+from vgg.config import RunConfig
+from vgg.run import holdout_crops, load_data
 from vgg.train import fit
 
 SMOKE = PROFILES["smoke"]
@@ -111,6 +115,20 @@ def test_torchrun_trains_one_run_and_rank0_alone_writes(ddp_data, tmp_path):
     rank0 = (tmp_path / "writes-0.txt").read_text().split()
     assert {"lock", "checkpoint", "write_history", "save_weights", "finish"} <= set(rank0)
     assert (tmp_path / "writes-1.txt").read_text() == ""
+    # the evaluation was sharded (each rank its half of val, gathered): one process evaluating
+    # the same weights finds the same errors and, up to float16 storage, the same outputs
+    rd = RunDir(out)
+    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    model.load_state_dict(rd.weights())
+    _, _, val, _, _, stats, _ = load_data(RunConfig.from_dict(m["config"]), progress=False)
+    torch.set_num_threads(1)
+    records, probs = evaluate_run(model, val, stats.mean, train_scale="256", profile=SMOKE,
+                                  protocols=list(m["config"]["protocols"] or BASE), progress=False)
+    saved = rd.probs()
+    assert saved["ids"] == list(val.ids) and set(records) == set(m["eval"])
+    for key, rec in records.items():
+        assert rec["top1_err"] == m["eval"][key]["top1_err"] and rec["n_images"] == m["eval"][key]["n_images"] == 12
+        np.testing.assert_allclose(saved["probs"][key], probs[key], atol=1e-3)  # float16: 5e-4 at 1
 
 
 def test_the_ranks_slices_make_one_processes_batch(ddp_data):

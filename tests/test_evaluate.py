@@ -311,3 +311,15 @@ def test_every_protocol_is_one_registry_entry_with_its_scales(model):
         assert key == (f"{name}@384" if PROTOCOLS[name].scales == "single" else name)
         assert ev[key]["scales"] == vgg.profiles.test_scales("384")[PROTOCOLS[name].scales]
         np.testing.assert_allclose(probs[key].sum(1), 1, rtol=1e-4)
+
+
+def test_sharded_windows_as_crops_numbers_merge_into_the_whole_sets(model):
+    """Under torchrun each rank scores its shard; the merged rates are the whole set's."""
+    from vgg.evaluate import PROTOCOLS
+    imgs = _images(sizes=((37, 50), (45, 33), (64, 90), (50, 50), (33, 60), (70, 40)), seed=3)
+    whole = windows_as_crops(model, imgs, 2 * CROP, MEAN, progress=False)[1]
+    parts = [imgs.subset(list(range(r, len(imgs), 2))) for r in (0, 1)]
+    merged = PROTOCOLS["windows-as-crops"].merge(
+        [(len(p), windows_as_crops(model, p, 2 * CROP, MEAN, progress=False)[1]) for p in parts])
+    assert merged.keys() == whole.keys() and merged["n_windows"] == whole["n_windows"]
+    assert all(merged[k] == pytest.approx(whole[k]) for k in whole)

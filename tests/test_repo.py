@@ -109,7 +109,9 @@ def test_files_stay_small_and_the_experiment_core_does_not_grow():
     lines = {f.relative_to(ROOT).as_posix(): len(f.read_text().splitlines()) for f in (ROOT / "vgg").rglob("*.py")}
     assert max(lines.values()) <= 400, {f: n for f, n in lines.items() if n > 400}
     core = sum(n for f, n in lines.items() if not f.startswith(("vgg/report/", "vgg/ops/")))
-    assert core <= 3245, core  # 3150 + 95: vgg/distributed.py and its use (issue 21, torchrun)
+    # 3150 + 95: vgg/distributed.py and its use (issue 21, torchrun); + 215: vgg/datapath.py (images on
+    # the GPU, streamed folders) and sharded evaluation (issue 21)
+    assert core <= 3460, core
 
 
 def test_a_result_written_by_the_study_does_not_make_the_code_dirty(tmp_path):

@@ -14,13 +14,14 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from .datapath import PATHS
 from .evaluate import BASE, MULTI_CROP, PROTOCOLS
 from .io import ROOT
 from .model import NETS, check_net
 from .profiles import PROFILES, Profile, get_profile, parse_train_scale
 
 # Where and how a run executes, not what it is: never part of a run's name or recipe.
-RUNTIME_FIELDS = ("data", "device", "threads", "out", "protocols")
+RUNTIME_FIELDS = ("data", "device", "threads", "out", "protocols", "data_path", "workers", "compile")
 # Parameters of older metrics.json files, read into today's fields (RunConfig.from_dict).
 LEGACY = {"multi_crop": lambda v: {"protocols": list(BASE + (MULTI_CROP if v else ()))}}
 
@@ -46,6 +47,9 @@ class RunConfig:
     data: str | None = None  # image folder; None: $VGG_DATA or the default places
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     threads: int | None = None  # torch CPU threads; None: all cores
+    data_path: str = "auto"  # training images in "memory" (the decode cache), on the "device" (GPU), or "stream"ed (vgg.datapath)
+    workers: int | None = None  # DataLoader processes of the stream path; None: the cores left to this rank
+    compile: bool = False  # torch.compile the model (CUDA only; ~14% slower on this CPU)
     out: str | None = None  # the run folder; None: runs/<profile>/<run name>
 
     def __post_init__(self) -> None:
@@ -56,11 +60,12 @@ class RunConfig:
         if self.init is not None:
             _choice("init", self.init, ("glorot", "paper"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("data_path", self.data_path, PATHS)
         if self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed}")
-        for name in ("epochs", "batch_size", "patience", "threads"):
+        for name in ("epochs", "batch_size", "patience", "threads", "workers"):
             value = getattr(self, name)
-            if value is not None and value < (0 if name == "patience" else 1):
+            if value is not None and value < (0 if name in ("patience", "workers") else 1):
                 raise ValueError(f"{name} must be a positive whole number, got {value}")
         if self.max_lr_drops < 0:
             raise ValueError(f"max_lr_drops must be >= 0, got {self.max_lr_drops}")

@@ -11,10 +11,10 @@ Pipeline (Simonyan & Zisserman 2015):
   the evaluation code does the rest.
 
 Decoding JPEGs costs more than the whole augmentation at the cpu profile, so every image is
-decoded exactly once into one flat uint8 buffer cached on disk (:func:`load_split`); later
-loads memory-map it. Everything after that is plain torch on uint8/float32 tensors, with
-all randomness drawn from a ``torch.Generator`` seeded from (seed, epoch), so a training run
-is reproducible bit for bit and never disturbs the global RNG (which dropout uses).
+decoded once into one flat uint8 buffer cached on disk (:func:`load_split`) and memory-mapped
+later (folders too large for that, or images kept on the GPU: vgg.datapath). The rest is
+plain torch, with every random draw from a ``torch.Generator`` seeded from (seed, epoch): a
+run is reproducible bit for bit and never disturbs the global RNG (which dropout uses).
 """
 from __future__ import annotations
 
@@ -42,8 +42,6 @@ IMAGENETTE: dict[str, str] = {
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 _CACHE_VERSION = 2  # bump when the cache layout or the decoding changes
 
-
-# ----------------------------------------------------------------------------- where
 
 def find_data(data: str | os.PathLike | None = None, folder: str = "imagenette2-160") -> Path:
     """The image folder: ``data`` if given, else ``$VGG_DATA``, else the first that exists of
@@ -96,11 +94,16 @@ class Images:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the pixels are (vgg.datapath.to_device puts them on a GPU); batches are built there."""
+        return self.images[0].device if isinstance(self.images, list) and self.images else torch.device("cpu")
+
     def subset(self, idx) -> "Images":
         idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
         key = None if self.key is None else _digest([self.key, idx.tolist()])
-        return Images([self.images[i] for i in idx.tolist()], self.labels[idx],
-                      [self.ids[i] for i in idx.tolist()], list(self.classes), key)
+        take = getattr(self.images, "take", lambda ix: [self.images[i] for i in ix])  # lazy: datapath.Files
+        return Images(take(idx.tolist()), self.labels[idx], [self.ids[i] for i in idx.tolist()], list(self.classes), key)
 
 
 def _decode(path: Path) -> torch.Tensor:
@@ -115,8 +118,7 @@ def _decode(path: Path) -> torch.Tensor:
 def _list_split(root: Path, split: str, classes: list[str] | None, per_class: int | None):
     folder = root / split
     if not folder.is_dir():
-        raise FileNotFoundError(f"split folder {folder} does not exist; expected the ImageNet "
-                                f"layout <root>/{split}/<wnid>/*.JPEG under {root}")
+        raise FileNotFoundError(f"split folder {folder} does not exist; expected <root>/{split}/<wnid>/*.JPEG")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not found:
         raise ValueError(f"no class folders in {folder}: expected {folder}/<wnid>/*.JPEG")
@@ -149,23 +151,17 @@ def load_split(root, split: str, *, classes: list[str] | None = None, per_class:
     (isotropically) before caching, to bound the cache of full-size ImageNet.
 
     Every file is decoded once into one flat uint8 buffer, written atomically as
-    ``<cache_dir>/<split>-<key>.npy`` (+ ``.json`` with shapes, offsets, labels, ids); the key
-    covers the root, split, file names, sizes and mtimes, classes, per_class and cache_side,
-    so any change to the folder means a fresh decode. Later loads memory-map the buffer
-    (copy-on-write) and take seconds. ``cache_dir`` defaults to ``$VGG_CACHE``, else
-    ``<repo>/.cache/vgg``.
+    ``<cache_dir>/<split>-<key>.npy`` (+ ``.json``: shapes, offsets, labels, ids); the key
+    (:func:`split_key`) changes with any file, so a changed folder is decoded afresh. Later
+    loads memory-map it (copy-on-write). ``cache_dir``: ``$VGG_CACHE``, else ``<repo>/.cache/vgg``.
 
-    Errors are loud by decision: a missing split folder (FileNotFoundError), no class folders,
-    an empty class folder, or a corrupt/truncated image (ValueError naming the file). A bad
-    file is never skipped, because a silently smaller dataset would change every result.
+    Errors are loud by decision: a missing split folder, no class folders, an empty class
+    folder, a corrupt image (naming the file). A bad file is never skipped: a silently
+    smaller dataset would change every result.
     """
     root = Path(root).resolve()
     classes, files, labels = _list_split(root, split, classes, per_class)
-    stats = [f.stat() for f in files]
-    key = _digest({"v": _CACHE_VERSION, "root": str(root), "split": split, "classes": classes,
-                   "per_class": per_class, "cache_side": cache_side,
-                   "files": [[f.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns]
-                             for f, s in zip(files, stats)]})
+    key = split_key(root, split, classes, per_class, cache_side, files)
     base = _cache_dir(cache_dir) / f"{split}-{key}"
     meta_path, buf_path = base.with_suffix(".json"), base.with_suffix(".npy")
     if not (meta_path.exists() and buf_path.exists()):
@@ -173,18 +169,26 @@ def load_split(root, split: str, *, classes: list[str] | None = None, per_class:
     return _read_cache(buf_path, meta_path, key)
 
 
+def split_key(root: Path, split, classes, per_class, cache_side, files) -> str:
+    """What a split's decoded pixels depend on: the cache's name and the colour statistics' key."""
+    return _digest({"v": _CACHE_VERSION, "root": str(root), "split": split, "classes": classes,
+                    "per_class": per_class, "cache_side": cache_side,
+                    "files": [[f.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns]
+                              for f, s in ((f, f.stat()) for f in files)]})
+
+
+def decode(path: Path, cache_side: int | None = None) -> torch.Tensor:
+    """One image as the cache holds it: shrunk to shortest side ``cache_side`` when larger."""
+    img = _decode(path)
+    return rescale(img, cache_side) if cache_side is not None and min(img.shape[-2:]) > cache_side else img
+
+
 def _build_cache(files, root, labels, classes, cache_side, buf_path, meta_path, progress, split):
     from tqdm import tqdm
 
-    def one(path):
-        img = _decode(path)
-        if cache_side is not None and min(img.shape[-2:]) > cache_side:
-            img = rescale(img, cache_side)
-        return img
-
     # decode_image releases the GIL, so two threads keep both cores busy.
     with ThreadPoolExecutor(2) as pool:
-        imgs = list(tqdm(pool.map(one, files), total=len(files), disable=None if progress else True,
+        imgs = list(tqdm(pool.map(lambda f: decode(f, cache_side), files), total=len(files), disable=None if progress else True,
                          desc=f"decoding {split} (once; cached)", unit="img"))
     shapes = [list(im.shape) for im in imgs]
     sizes = [int(np.prod(s)) for s in shapes]
@@ -198,8 +202,7 @@ def _build_cache(files, root, labels, classes, cache_side, buf_path, meta_path, 
             imgs[i] = None  # free as we go: the buffer is the only copy we need
         buf.flush()
         del buf
-    vgg_io.write_json(meta_path, {"classes": classes, "labels": labels, "shapes": shapes,
-                                  "offsets": offsets,
+    vgg_io.write_json(meta_path, {"classes": classes, "labels": labels, "shapes": shapes, "offsets": offsets,
                                   "ids": [f.relative_to(root).as_posix() for f in files]})
 
 
@@ -209,10 +212,8 @@ def _read_cache(buf_path: Path, meta_path: Path, key: str) -> Images:
     buf = torch.from_numpy(np.load(buf_path, mmap_mode="c"))
     if buf.numel() != meta["offsets"][-1]:
         raise ValueError(f"image cache {buf_path} is inconsistent with {meta_path}; delete both")
-    images = [buf[o:o + c * h * w].view(h, w, c).permute(2, 0, 1)
-              for o, (c, h, w) in zip(meta["offsets"], meta["shapes"])]
-    return Images(images, torch.tensor(meta["labels"], dtype=torch.int64), meta["ids"],
-                  meta["classes"], key)
+    images = [buf[o:o + c * h * w].view(h, w, c).permute(2, 0, 1) for o, (c, h, w) in zip(meta["offsets"], meta["shapes"])]
+    return Images(images, torch.tensor(meta["labels"], dtype=torch.int64), meta["ids"], meta["classes"], key)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -238,18 +239,17 @@ def colour_stats(images: Images, cache_dir=None) -> ColourStats:
     n, s, ss = 0, torch.zeros(3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)
     for i in range(0, len(images), 64):  # chunks of images: fewer, larger tensor ops
         x = torch.cat([im.permute(1, 2, 0).reshape(-1, 3) for im in images.images[i:i + 64]]).double()
-        # float64 sums of 0-255 integers and their products stay exact below 2^53, i.e. for
-        # up to ~10^11 pixels, and a [3, pixels] @ [pixels, 3] matmul is one fast BLAS call.
+        # float64 sums of 0-255 products are exact below 2^53 (~10^11 pixels); x.T @ x is one BLAS call
         n, s, ss = n + x.shape[0], s + x.sum(0), ss + x.T @ x
     if n == 0:
         raise ValueError("colour_stats needs at least one image")
     mean = s / n
     eigval, eigvec = torch.linalg.eigh(ss / n - torch.outer(mean, mean))
     eigval, eigvec = eigval.flip(0).clamp_min(0), eigvec.flip(1)  # largest first
-    if path is not None:
-        vgg_io.write_json(path, {"mean": mean.tolist(), "eigval": eigval.tolist(),
-                                 "eigvec": eigvec.tolist()})
-    return ColourStats(mean.float(), eigval.float(), eigvec.float())
+    d = {"mean": mean.tolist(), "eigval": eigval.tolist(), "eigvec": eigvec.tolist()}
+    path is None or vgg_io.write_json(path, d)
+    # made from the stored lists, as a later load makes them: the same bits (strides) either way
+    return ColourStats(*(torch.tensor(d[k], dtype=torch.float32) for k in ("mean", "eigval", "eigvec")))
 
 
 def holdout_split(labels: torch.Tensor, frac: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,8 +359,8 @@ class TrainBatches:
         """Batch ``b`` of an epoch's plan: x float32 [B,3,crop,crop] channels_last, y int64 [B]."""
         part = self.batch_size // self.world
         sl, c = slice(b * self.batch_size + self.rank * part, b * self.batch_size + (self.rank + 1) * part), self.crop
-        index = plan.index[sl]
-        crops = torch.empty(len(index), 3, c, c, dtype=torch.uint8, memory_format=torch.channels_last)
+        index, dev = plan.index[sl], self.images.device  # on a GPU when the images are (vgg.datapath)
+        crops = torch.empty(len(index), 3, c, c, dtype=torch.uint8, memory_format=torch.channels_last, device=dev)
         draws = zip(index.tolist(), *(t[sl].tolist() for t in (plan.scale, plan.uy, plan.ux, plan.flip)))
         for j, (i, s, uy, ux, f) in enumerate(draws):
             img = rescale(self.images.images[i], s)  # each image has its own size: one at a time
@@ -373,10 +373,10 @@ class TrainBatches:
         # round differently, and the ranks' batches must be one process's bit for bit
         whole = slice(b * self.batch_size, (b + 1) * self.batch_size)
         shift = ((plan.alpha[whole] * st.eigval.clamp_min(0).sqrt()) @ st.eigvec.T)[sl.start - whole.start:
-                                                                                   sl.stop - whole.start]
+                                                                                   sl.stop - whole.start].to(dev)
         # uint8 - float32 -> float32 in one pass (- mean + shift); the output keeps channels_last
-        x = (crops - (st.mean - shift).view(-1, 3, 1, 1)).contiguous(memory_format=torch.channels_last)
-        return x, self.images.labels[index]
+        x = (crops - (st.mean.to(dev) - shift).view(-1, 3, 1, 1)).contiguous(memory_format=torch.channels_last)
+        return x, self.images.labels[index.to(self.images.labels.device)]
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch; the same (seed, epoch) gives the same batches bit for bit.
@@ -396,5 +396,5 @@ class TrainBatches:
                 yield batch
 
 
-__all__ = ["IMAGENETTE", "find_data", "Images", "load_split", "ColourStats", "colour_stats",
-           "holdout_split", "rescale", "normalize", "TrainBatches", "EpochPlan"]
+__all__ = ["IMAGENETTE", "find_data", "Images", "load_split", "split_key", "decode", "ColourStats",
+           "colour_stats", "holdout_split", "rescale", "normalize", "TrainBatches", "EpochPlan"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -61,6 +62,27 @@ def _collective(values, device, op):
     t = torch.tensor(values, dtype=torch.float64, device=device)
     op(t)
     return t.tolist()
+
+
+class Shards:
+    """This rank's share of a set of ``n`` items (every world-th, from its rank) and the
+    collectives that put the shares back together: sharded evaluation (vgg.evaluate.evaluate_run)."""
+
+    def __init__(self, n: int):
+        self.n, self.idx = n, torch.arange(rank(), n, world())
+
+    def objects(self, obj) -> list:
+        """``obj`` of every rank, in rank order."""
+        out = [None] * world()
+        dist.all_gather_object(out, obj) if world() > 1 else out.__setitem__(0, obj)
+        return out
+
+    def rows(self, part: np.ndarray) -> np.ndarray:
+        """The ranks' rows (each for its ``idx``) as one array in the set's order."""
+        full = np.empty((self.n,) + part.shape[1:], dtype=part.dtype)
+        for r, rows in enumerate(self.objects(part)):
+            full[r::world()] = rows
+        return full
 
 
 def barrier() -> None:

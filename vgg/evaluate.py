@@ -291,11 +291,21 @@ class Evaluation:
                            lambda: multi_crop_probs(self.model, self.images, qs, self.mean, **kw))
 
 
+def _merge_windows(parts: list[tuple[int, dict]]) -> dict:
+    """windows-as-crops' numbers over shards of the image set: rates per window weighted by the
+    windows, rates per image by the images."""
+    n_win, n_img = sum(e["n_windows"] for _, e in parts), sum(n for n, _ in parts)
+    out = {k: sum(e[k] * (e["n_windows"] if k.startswith("window") else n) for n, e in parts)
+           / (n_win if k.startswith("window") else n_img) for k in parts[0][1] if k != "n_windows"}
+    return dict(out, n_windows=n_win)
+
+
 @dataclass(frozen=True)
 class Protocol:
     fn: Callable  # (Evaluation, [Q in real px]) -> probs, or (probs, extra numbers for the record)
     scales: str  # "single": Table 3's one Q (the name gets "@Q"); "multi": Table 4's three
     doc: str
+    merge: Callable | None = None  # the extra numbers of shards ([(images, extra)]) as one set's
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -317,7 +327,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "windows-as-crops": Protocol(
         lambda ev, qs: ev.cached(("windows", qs[0]), lambda: windows_as_crops(
             ev.model, ev.images, qs[0], ev.mean, **ev.kw)),
-        "single", "each dense window scored as a separate crop, no flip (diagnostic)"),
+        "single", "each dense window scored as a separate crop, no flip (diagnostic)", _merge_windows),
 }
 
 
@@ -343,11 +353,15 @@ def _entry(probs: np.ndarray, labels, scales: list[int], scales_px: list[int], s
 
 
 def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile: Profile, protocols: Sequence[str],
-                 device="cpu", batch_size: int | None = None, progress: bool = True
+                 device="cpu", batch_size: int | None = None, progress: bool = True, shards=None
                  ) -> tuple[dict, dict[str, np.ndarray]]:
     """Every protocol of ``protocols`` (names of ``PROTOCOLS``) at the paper's test scales for
     ``train_scale`` (``vgg.profiles.test_scales``), converted to real px with ``profile``.
-    Returns ({result key: record for metrics.json}, {result key: soft-max outputs})."""
+    Returns ({result key: record for metrics.json}, {result key: soft-max outputs}).
+
+    ``shards`` (``vgg.distributed.Shards``, under torchrun): this process evaluates its shard of
+    ``images`` only; outputs, extra numbers and times are gathered, so every rank returns the
+    whole set's results (``seconds``: the slowest rank's)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"unknown protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
@@ -355,7 +369,8 @@ def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile: Profile
         raise ValueError(f"profile {profile.name!r} has crop {profile.crop} px but the model takes "
                          f"{model.crop} px: evaluate with the profile it was built for")
     labels = np.asarray(getattr(images, "labels"), dtype=np.int64).ravel()
-    ev = Evaluation(model, images, mean, batch_size=batch_size or profile.eval_batch_size, device=device,
+    mine = images if shards is None else images.subset(shards.idx)
+    ev = Evaluation(model, mine, mean, batch_size=batch_size or profile.eval_batch_size, device=device,
                     progress=progress)
     records, probs = {}, {}
     for name in protocols:
@@ -364,6 +379,9 @@ def evaluate_run(model: VGG, images, mean, *, train_scale: str, profile: Profile
         ev.spent = 0.0
         out = proto.fn(ev, [profile.px(q) for q in qs])
         p, extra = out if isinstance(out, tuple) else (out, {})
+        if shards is not None:
+            p, ev.spent = shards.rows(p), max(shards.objects(ev.spent))
+            extra = proto.merge(shards.objects((len(shards.idx), extra))) if extra else extra
         key = result_key(name, train_scale)
         probs[key] = p
         records[key] = dict(_entry(p, labels, qs, [profile.px(q) for q in qs], ev.spent), protocol=name, **extra)

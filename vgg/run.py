@@ -12,6 +12,7 @@ import time
 import torch
 
 from . import data as D
+from . import datapath
 from . import distributed as dist
 from .config import RunConfig, resolve
 from .evaluate import centre_crop, evaluate_run
@@ -72,7 +73,10 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
         env = environment()  # the code that trains the run: its commit now, not at the end
         t_start = time.perf_counter()
         device = pick_device(cfg.device, cfg.threads or (dist.local_threads() if dist.world() > 1 else None))
-        root, train, val, train_idx, holdout_idx, stats = load_data(cfg, progress)
+        if cfg.compile and device.type != "cuda":
+            raise ValueError(f"compile=True is for CUDA; this run trains on the {device.type}, where "
+                             f"torch.compile measured ~14% slower (vgg.ops.bench)")
+        root, train, val, train_idx, holdout_idx, stats, data_path = load_data(cfg, progress, device)
 
         torch.manual_seed(cfg.seed)
         model = build(cfg.net, num_classes=len(train.classes), width=prof.width, crop=prof.crop)
@@ -91,28 +95,35 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
                          + (f"; the other layers {prof.init_rest}" if a and prof.init_rest != "normal" else ""))
 
         s_lo, s_hi = parse_train_scale(cfg.train_scale)
-        batches = D.TrainBatches(train, train_idx, crop=prof.crop, scale=(prof.px(s_lo), prof.px(s_hi)),
-                                 batch_size=cfg.batch_size or prof.batch_size, stats=stats, seed=cfg.seed)
         holdout = holdout_crops(train, holdout_idx, prof.px((s_lo + s_hi) // 2), prof.crop, stats.mean)
+        kw = dict(crop=prof.crop, scale=(prof.px(s_lo), prof.px(s_hi)), batch_size=cfg.batch_size or prof.batch_size,
+                  stats=stats, seed=cfg.seed)
+        if data_path == "stream":
+            workers = cfg.workers if cfg.workers is not None else max(1, dist.local_threads() - 1)
+            batches = datapath.StreamBatches(train, train_idx, workers=workers, pin_memory=device.type == "cuda", **kw)
+        else:
+            batches = D.TrainBatches(datapath.to_device(train, device) if data_path == "device" else train,
+                                     train_idx, **kw)
         try:
             result = fit(model, batches, holdout, checkpoint=rd.checkpoint, lr=cfg.lr, momentum=cfg.momentum,
                          weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                          patience=prof.patience if cfg.patience is None else cfg.patience,
                          max_lr_drops=cfg.max_lr_drops, seed=cfg.seed, device=device, progress=progress,
                          recipe=_recipe(cfg), lr_steps=cfg.lr_steps, stall_epochs=prof.stall_epochs,
-                         monitor_window=prof.monitor_window, plateau_threshold=prof.plateau_threshold,
+                         monitor_window=prof.monitor_window, plateau_threshold=prof.plateau_threshold, compile=cfg.compile,
                          on_epoch_end=lambda epoch, history: rd.write_history(history, HISTORY_COLUMNS))
         except TrainingFailed as err:
             rank or rd.finish(dict(_identity(cfg), status="failed", error=str(err), config=cfg.to_dict()))
             raise
-        if rank:  # evaluation and the folder are rank 0's
+        del batches, train  # the device path's copy of the images frees the GPU for evaluation
+        rank or rd.write_history(result.history, HISTORY_COLUMNS)
+        t_eval = time.perf_counter()  # under torchrun each rank evaluates its shard of val; the folder is rank 0's
+        evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
+                                    protocols=protocols, device=str(device), progress=progress and not rank,
+                                    shards=dist.Shards(len(val)) if dist.world() > 1 else None)
+        if rank:
             dist.barrier()
             return rd.metrics()
-        rd.write_history(result.history, HISTORY_COLUMNS)
-        # deviation: under torchrun the evaluation runs on rank 0 alone, the others idle
-        t_eval = time.perf_counter()
-        evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=prof,
-                                    protocols=protocols, device=str(device), progress=progress)
         rd.write_probs(val.ids, val.labels.numpy(), val.classes, probs)
         rd.save_weights(model)
         peak = matmul_peak_flops(device)
@@ -123,10 +134,10 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
         hist = result.history
         rd.finish(dict(
             _identity(cfg), status="complete", config=cfg.to_dict(),
-            model=dict(net=cfg.net, width=prof.width, crop=prof.crop, num_classes=len(train.classes),
+            model=dict(net=cfg.net, width=prof.width, crop=prof.crop, num_classes=len(val.classes),
                        params=param_count(model), init=init_note),
-            data=dict(root=str(root), n_train=len(train_idx), n_holdout=len(holdout_idx), n_val=len(val),
-                      classes=train.classes, mean_rgb=[round(float(v), 3) for v in stats.mean]),
+            data=dict(root=str(root), path=data_path, n_train=len(train_idx), n_holdout=len(holdout_idx), n_val=len(val),
+                      classes=val.classes, mean_rgb=[round(float(v), 3) for v in stats.mean]),
             train=dict(world_size=dist.world(), epochs=result.epochs, stopped=result.stopped, lr_drops=result.lr_drops,
                        seconds=round(sum(r["seconds"] for r in hist), 1), images_per_s=round(img_s, 1),
                        best_holdout_top1_err=min((r["holdout_top1_err"] for r in hist), default=None),
@@ -137,15 +148,25 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     return rd.metrics()
 
 
-def load_data(cfg: RunConfig, progress: bool):
-    """(root, train, val, train indices, held-out indices, colour stats) of a run."""
+STATS_SAMPLE = 10_000  # the stream path's colour statistics: an even sample of this many images
+
+
+def load_data(cfg: RunConfig, progress: bool, device: torch.device = torch.device("cpu")):
+    """(root, train, val, train indices, held-out indices, colour stats, data path) of a run.
+    The training images are decoded into the cache, or left to stream (vgg.datapath.choose);
+    val is always cached (50,000 images at shortest side 512: ~50 GB on disk, memory-mapped)."""
     prof = cfg.prof
     root = D.find_data(resolve(cfg.data), prof.data_folder)
-    train = D.load_split(root, "train", per_class=prof.per_class, cache_side=prof.cache_side, progress=progress)
-    val = D.load_split(root, "val", classes=train.classes, per_class=prof.per_class,
-                       cache_side=prof.cache_side, progress=progress)
+    kw = dict(per_class=prof.per_class, cache_side=prof.cache_side)
+    lazy = datapath.stream_split(root, "train", **kw)
+    path = datapath.choose(cfg.data_path, datapath.decoded_bytes(lazy) if cfg.data_path == "auto" else 0, device)
+    train = lazy if path == "stream" else D.load_split(root, "train", progress=progress, **kw)
+    val = D.load_split(root, "val", classes=train.classes, progress=progress, **kw)
     train_idx, holdout_idx = D.holdout_split(train.labels, cfg.holdout_frac, seed=0)  # fixed for all seeds
-    return root, train, val, train_idx, holdout_idx, D.colour_stats(train.subset(train_idx))
+    # deviation: streamed, the colour statistics come from an even sample of the training images
+    sample = train_idx if path != "stream" or len(train_idx) <= STATS_SAMPLE else \
+        train_idx[torch.linspace(0, len(train_idx) - 1, STATS_SAMPLE).long()]
+    return root, train, val, train_idx, holdout_idx, D.colour_stats(train.subset(sample)), path
 
 
 def evaluate_more(rd: RunDir, protocols, *, progress: bool = True, device: str = "auto",
@@ -163,7 +184,7 @@ def evaluate_more(rd: RunDir, protocols, *, progress: bool = True, device: str =
     with rd.lock():
         model = build(cfg.net, num_classes=m["model"]["num_classes"], width=cfg.prof.width, crop=cfg.prof.crop)
         rd.load_into(model)  # before the data: a mismatch fails in a second
-        _, _, val, _, _, stats = load_data(cfg, progress)
+        _, _, val, _, _, stats, _ = load_data(cfg, progress)
         t = time.perf_counter()
         evals, probs = evaluate_run(model, val, stats.mean, train_scale=cfg.train_scale, profile=cfg.prof,
                                     protocols=todo, device=str(pick_device(device, threads)), progress=progress)

@@ -123,7 +123,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         max_lr_drops: int, seed: int, device: torch.device, progress: bool = True,
         recipe: dict | None = None, lr_steps: tuple[int, ...] | None = None,
         stall_epochs: int | None = None, monitor_window: int = 1, plateau_threshold: float | None = None,
-        on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> TrainResult:
+        on_epoch_end: Callable[[int, list[dict]], None] | None = None, compile: bool = False) -> TrainResult:
     """Train ``model`` on ``batches`` (a ``vgg.data.TrainBatches``) until the schedule stops
     or ``max_epochs``; resume from ``checkpoint`` when it exists (written after every epoch).
 
@@ -148,6 +148,10 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
     if batches.batch_size % world:
         raise ValueError(f"the batch of {batches.batch_size} does not split over {world} ranks")
     batches.rank, batches.world, net = rank, world, dist.wrap(model)
+    net = torch.compile(net) if compile else net  # CUDA: fused kernels; the checkpoint keeps ``model``'s names
+    # training batches all have one shape: let cuDNN time its algorithms once (evaluation's many
+    # image shapes would each pay that, so it is switched off again on return)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     if lr_steps:  # a fixed schedule (see the cpu profile for why)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
@@ -250,6 +254,7 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
                 f"for {_num_classes(model)} classes: the net is not learning (dead ReLUs). Use the "
                 f"paper's A-init (init='paper', init_a=<a finished A run>), as vgg.spec's B-5x5 row does.")
     rank == 0 and _save_checkpoint(ckpt_path, model, opt, sched, result, recipe)
+    torch.backends.cudnn.benchmark = False
     return result
 
 
