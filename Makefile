@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 
-.PHONY: book test study data lab clean-book
+.PHONY: book test study data lab clean-book gpu-check
 
 $(STAMP): requirements.txt pyproject.toml book/_lab/overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ lab: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m vgg data --download
+
+# On a machine with a CUDA GPU: bench gpu, a short D training at the paper's profile (images on
+# the GPU, then streamed), torchrun over its GPUs; figures in runs/gpu-check (issue 21)
+gpu-check: $(STAMP)
+	.ci/gpu-check
 
 clean-book:
 	rm -rf _build

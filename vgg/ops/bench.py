@@ -12,6 +12,7 @@ from ..evaluate import dense_probs, multi_crop_probs
 from ..model import LocalResponseNorm, build
 from ..profiles import PROFILES
 from ..train import matmul_peak_flops, pick_device, train_flops_per_image
+from .gpu import bench_gpu
 
 
 def bench_data(args=None, n_images: int = 2000, repeats: int = 3) -> dict:
@@ -288,51 +289,4 @@ def bench_lrn(args=None, repeats: int = 7, steps: int = 5) -> dict:
     return {name: {"layer_ms": ms, "train_images_per_s": img_s} for name, (ms, img_s) in rows.items()}
 
 
-def bench_gpu(args=None, nets=("A", "D"), steps: int = 20, repeats: int = 3) -> dict:
-    """Training images/s and MFU of A and D at the gpu profile on one CUDA GPU (bf16 autocast,
-    as ``vgg.train.fit``), on random crops (the GPU's speed, not the data pipeline's), against
-    the measured bf16 matmul peak. Without a GPU: one line saying so."""
-    import time
-
-    import torch
-    import torch.nn.functional as F
-
-    if not torch.cuda.is_available():
-        print("bench gpu: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing measured")
-        return {}
-    prof, dev = PROFILES["gpu"], torch.device("cuda")
-    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    peak = 0.0
-    for _ in range(10):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ a
-        torch.cuda.synchronize()
-        peak = max(peak, 2 * 8192 ** 3 / (time.perf_counter() - t))
-    results = {"device": torch.cuda.get_device_name(), "bf16_matmul_peak_tflops": peak / 1e12}
-    print(f"{results['device']}: bf16 matmul peak {peak / 1e12:.0f} TFLOP/s")
-    x = torch.randn(prof.batch_size, 3, prof.crop, prof.crop, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (prof.batch_size,), device=dev)
-    for net in nets:
-        model = build(net, num_classes=10, width=prof.width, crop=prof.crop).to(dev, memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        rates = []
-        for rep in range(repeats + 1):  # the first is the warm-up (cuDNN autotuning)
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(steps):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = F.cross_entropy(model(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            torch.cuda.synchronize()
-            rates.append(steps * prof.batch_size / (time.perf_counter() - t))
-        img_s = sorted(rates[1:])[len(rates[1:]) // 2]
-        mfu = img_s * train_flops_per_image(model) / peak
-        results[net] = {"images_per_s": img_s, "mfu": min(mfu, 1.0)}
-        print(f"{net:4} {img_s:9.0f} img/s  MFU {mfu_text(mfu)}")
-    return results
-
-
-BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval, "lrn": bench_lrn, "gpu": bench_gpu}
+BENCHES = {"data": bench_data, "train": bench_train, "eval": bench_eval, "lrn": bench_lrn, "gpu": bench_gpu}  # bench_gpu: vgg/ops/gpu.py

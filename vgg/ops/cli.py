@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed benchmarks (not tests)")
     b.add_argument("what", choices=list(bench.BENCHES))
+    b.add_argument("--out", help="bench gpu: also write its figures to this JSON file")
 
     d = sub.add_parser("data", help="where the images are; --download fetches Imagenette")
     d.add_argument("--download", action="store_true", help="fetch Imagenette at 160 and 320 px (internet needed)")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{f.name}: " + ", ".join(f"{k} {v['top1_err']:.2f}" for k, v in m["eval"].items()), flush=True)
         return 0
     if args.cmd == "bench":
-        bench.BENCHES[args.what]()
+        bench.BENCHES[args.what](**({"out": args.out} if args.what == "gpu" and args.out else {}))
         return 0
     if args.cmd == "data":
         if args.download:

@@ -19,7 +19,7 @@ which pastes the numbers with ``glue``. Chapters use ``from vgg import report as
 from .claims import (BESIDE, EQUIV_MARGIN, PENALTY_Q, VERDICT_COLOURS, VERDICTS, bound, claim_protocol, claims,
                      claims_display, dense_penalty, penalty_text, side_protocol, verdict, verdict_counts,
                      verdict_table)
-from .compute import (command, compute_table, hours_left, missing_results, missing_runs, missing_table,
+from .compute import (command, compute_table, gpu_cost, hours_left, missing_results, missing_runs, missing_table,
                       reevaluation_table,
                       retrained_summary, retrained_table, study_compute, versions)
 from .diagnostics import (HOLDOUT_NOISE, chain_histories, dense_claims, dense_context_summary,

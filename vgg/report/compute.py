@@ -2,6 +2,7 @@
 trained twice or evaluated again, the runs still missing and the time they need."""
 from __future__ import annotations
 
+import json
 import platform
 import shlex
 from importlib.metadata import PackageNotFoundError, version
@@ -9,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pandas as pd
 
+from ..ops import gpu
 from ..ops.progress import progress, time_left
 from ..rundir import BrokenRun, RunDir, scan
 from ..evaluate import result_key
@@ -207,5 +209,20 @@ def hours_left(profile: str, seeds, runs_dir=None, jobs: int = 2) -> dict:
                 eval_h=t["eval_s"] / 3600, total_h=(t["train_s"] + t["eval_s"]) / 3600, wall_h=t["wall_s"] / 3600)
 
 
+def gpu_cost(runs_dir=None) -> tuple[pd.DataFrame, dict]:
+    """One seed of the study per profile in GPU-hours (vgg.ops.gpu.study_cost): from D's rates
+    measured by ``make gpu-check`` (runs/gpu-check/bench-gpu.json) when they are here, else from
+    the stated assumption (``gpu.assumed_rates``). Returns (table, the bench's record or {})."""
+    root = runs_root(runs_dir)
+    path = root / "gpu-check" / "bench-gpu.json"
+    bench = json.loads(path.read_text()) if path.exists() else {}
+    rates = {p: bench[f"D@{p}"]["images_per_s"] for p in gpu.PROFILE_ORDER if f"D@{p}" in bench} or gpu.assumed_rates()
+    cost = gpu.study_cost(rates, root)
+    table = pd.DataFrame([{"profile": p, "D img/s": c["d_images_per_s"], "training (GPU-h)": c["train_h"],
+                           "evaluation (GPU-h)": c["eval_h"], "one seed (GPU-h)": c["total_h"],
+                           "epochs from": ", ".join(c["epochs_from"])} for p, c in cost.items()])
+    return table, bench
+
+
 __all__ = ["compute_table", "study_compute", "retrained_table", "retrained_summary", "reevaluation_table",
-           "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left"]
+           "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left", "gpu_cost"]
