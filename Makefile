@@ -22,7 +22,11 @@ $(STAMP): requirements.txt pyproject.toml book/_lab/overrides.json
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build --all -W --keep-going .
 
+# the browser test (tests/test_book.py) lays the book out in Debian's chromium, headless
 test: $(STAMP)
+	@command -v chromium >/dev/null || (echo "installing chromium for the browser test" && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium: the browser test will fail"
 	$(PY) -m pytest -q
 
 # Two runs at a time with one thread each: ~8% more throughput than one two-thread run here.

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import browser  # noqa: E402
 from fake_runs import write_fake_runs  # noqa: E402
 
 from vgg import report as R  # noqa: E402
@@ -475,6 +476,67 @@ def test_full_book_shows_runs_broken_and_run_pages(books):
     assert "Takeaway. Of the" in _text(html / "book" / "table3.html")
     notes = claims[claims.index("Depth. At S = 256"):claims.index("Per net and training scale")]
     assert R.NOT_RUN not in notes and "(+" in notes  # every number of the notes is there, gaps signed
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_every_page_fits_a_real_browser_at_desktop_and_phone_width(books, width):
+    """Chromium lays out each chapter and a run page of the full book: no table or figure
+    wider than its column, no missing image, no traceback, no "nan" on the page."""
+    if not browser.available():
+        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+    html = books["full"] / "_build" / "html"
+    pages = [html / "book" / f"{ch}.html" for ch in ["intro"] + CHAPTERS]
+    pages.append(html / "runs" / "smoke" / "D-S384-s0" / "run_config.html")
+    problems = {}
+    for page in pages:
+        found = browser.probe(page, width, html)
+        assert found["viewport"] == width, found
+        bad = {k: v for k, v in found.items() if k in ("overflow", "broken", "traceback", "nan") and v}
+        if bad:
+            problems[page.relative_to(html).as_posix()] = bad
+    assert not problems, json.dumps(problems, indent=1)
+
+
+def test_pages_name_their_sources_and_provenance(books):
+    html = books["full"] / "_build" / "html"
+    t5 = _text(html / "book" / "table5.html")
+    assert "Runs behind this table" in t5 and "D-S256-512-s0" in t5 and "python -m vgg study --profile smoke" in t5
+    status = _text(html / "book" / "status.html")
+    assert "This book was built on" in status and "Provenance" in status and "arXiv:1409.1556" in status
+    run = _text(html / "runs" / "smoke" / "D-S256-s0" / "run_config.html")
+    assert "Provenance." in run and "torch" in run
+    intro = _text(html / "book" / "intro.html")
+    assert "Limitations: what our profiles change" in intro
+    assert intro.index("Limitations") < intro.index("arXiv:1409.1556")
+
+
+def test_the_execution_cache_is_emptied_when_the_runs_or_the_code_change(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import vgg_exec_cache as X
+
+    monkeypatch.delenv("VGG_RUNS", raising=False)
+    (tmp_path / "runs" / "cpu" / "A-S256-s0").mkdir(parents=True)
+    metrics = tmp_path / "runs" / "cpu" / "A-S256-s0" / "metrics.json"
+    metrics.write_text("{}")
+    first = X.inputs_digest(tmp_path)
+    (tmp_path / "runs" / "cpu" / "A-S256-s0" / "checkpoint.pt").write_bytes(b"x")  # never read by the book
+    assert X.inputs_digest(tmp_path) == first
+    metrics.write_text('{"status": "complete"}')
+    assert X.inputs_digest(tmp_path) != first
+    second = X.inputs_digest(tmp_path)
+    monkeypatch.setenv("VGG_BOOK_PROFILE", "cpu128")
+    assert X.inputs_digest(tmp_path) != second
+
+    class App:  # what the extension reads of Sphinx's app
+        srcdir = str(tmp_path)
+        env = type("Env", (), {"mystnb_config": type("C", (), {"execution_cache_path": str(tmp_path / "cache")})})
+    X.reset_if_stale(App)
+    (tmp_path / "cache" / "entry").write_text("a cached chapter")
+    X.reset_if_stale(App)  # nothing changed: kept
+    assert (tmp_path / "cache" / "entry").exists()
+    metrics.write_text('{"status": "complete", "eval": {}}')
+    X.reset_if_stale(App)  # a run changed: every chapter runs again
+    assert not (tmp_path / "cache" / "entry").exists() and (tmp_path / "cache" / X.STAMP).exists()
 
 
 def test_empty_book_says_what_is_missing(books):

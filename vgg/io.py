@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,4 +96,5 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
         "host": hashlib.sha256(platform.node().encode()).hexdigest()[:8],  # same machine, same id
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

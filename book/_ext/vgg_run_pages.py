@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from vgg.report.compute import run_date
 from vgg.rundir import RunDir
 
 RUN_DOC = re.compile(r"^runs/(?P<profile>[^/]+)/(?P<run>[^/]+)/run_config$")
@@ -62,6 +63,18 @@ def _superseded(folder: Path, cells: list) -> str:
             "`metrics.json` has since replaced these top-1 errors (the run was re-evaluated), and the book's "
             "chapters use the current ones:\n\n| result | printed top-1 (%) | current top-1 (%) |\n|---|---|---|\n"
             + rows + "\n")
+
+
+def _provenance(folder: Path) -> str:
+    """One line: when, from which commit, on which machine and torch build the run was made."""
+    p = (RunDir(folder).metrics() or {}).get("provenance")
+    if not p:
+        return ""
+    commit = p.get("git_commit") or "?"
+    when = run_date(folder)
+    return (f"\n**Provenance.** {'Finished ' + when + ' UTC, from' if when else 'From'} commit "
+            f"`{commit[:10]}{'+dirty' if 'dirty' in commit else ''}`, on host `{p.get('host', '?')}` "
+            f"({p.get('gpu') or p.get('cpu') or '?'}), torch {p.get('torch', '?')}.\n")
 
 
 def _state(app, profile: str, run: str) -> str:
@@ -113,11 +126,27 @@ def retitle(app, docname: str, source: list[str]) -> None:
                 c["source"] = TEMPLATE_COMMAND.sub(f"```\n{cmd}\n```", c["source"]).replace(
                     "Run it with papermill, one command per experiment:",
                     "This run's command (it runs this notebook with papermill):")
+    for c in cells:  # the page shows the parameters, the curves and the results; the rest folds away
+        src, tags = _md(c.get("source", "")), c.setdefault("metadata", {}).setdefault("tags", [])
+        if c.get("cell_type") != "code" or "injected-parameters" in tags:
+            continue
+        if "parameters" in tags or "_names_before_parameters = set(" in src:
+            tags.append("remove-cell")  # the template's defaults: the injected cell has this run's
+        elif "run_experiment(" in src:
+            tags.append("hide-output")  # the training log, one line per epoch
+        elif "RunConfig.from_dict" in src:
+            tags.append("hide-input")
     made = f" It was made by `{cmd}`." if cmd else ""
-    note = _superseded(Path(app.srcdir) / "runs" / profile / run, cells)
+    folder = Path(app.srcdir) / "runs" / profile / run
+    note = _superseded(folder, cells) + _provenance(folder)
+    if (folder / "run_config.first.ipynb").exists():
+        note += ("\nThis notebook was executed again after the run, which it found complete (nothing was "
+                 "trained or evaluated again); the first execution, with the training log, is kept as "
+                 "{download}`run_config.first.ipynb <run_config.first.ipynb>`.\n")
     cells.insert(0, {"cell_type": "markdown", "id": "vgg-run-title", "metadata": {},
                      "source": title + f"\nThe executed notebook of run `{run}`, profile `{profile}`, "
-                                       f"as papermill wrote it; the book does not re-run it.{made}\n" + note})
+                                       f"as papermill wrote it ({{download}}`the whole notebook <run_config.ipynb>`, "
+                                       f"training log included); the book does not re-run it.{made}\n" + note})
     mystnb = nb.setdefault("metadata", {}).setdefault("mystnb", {})
     mystnb["execution_mode"] = "off"
     mystnb["output_stderr"] = "show"  # a run's log is shown as it was; chapters must not print to stderr

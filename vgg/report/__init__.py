@@ -19,7 +19,7 @@ which pastes the numbers with ``glue``. Chapters use ``from vgg import report as
 from .claims import (BESIDE, EQUIV_MARGIN, PENALTY_Q, VERDICT_COLOURS, VERDICTS, bound, claim_protocol, claims,
                      claims_display, dense_penalty, penalty_text, side_protocol, verdict, verdict_counts,
                      verdict_table)
-from .compute import (command, compute_table, gpu_cost, hours_left, missing_results, missing_runs, missing_table,
+from .compute import (command, compute_table, gpu_cost, hours_left, provenance_table, run_date, table_sources, missing_results, missing_runs, missing_table,
                       reevaluation_table,
                       retrained_summary, retrained_table, study_compute, versions)
 from .diagnostics import (HOLDOUT_NOISE, chain_histories, dense_claims, dense_context_summary,
@@ -44,4 +44,5 @@ __all__ = ["NOT_RUN", "EQUIV_MARGIN", "VERDICTS", "HOLDOUT_NOISE",
            "dense_context_summary", "score_map_side", "dense_windows", "last_map", "dense_claims",
            "compute_table", "study_compute", "retrained_table", "retrained_summary", "reevaluation_table",
            "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left",
+           "gpu_cost", "provenance_table", "run_date", "table_sources",
            "dot_plot", "claims_plot", "plot_histories", "fit_plot", "training_curves"]

@@ -192,12 +192,18 @@ def claims_display(c: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def verdict_table(c: pd.DataFrame):
-    """``claims_display`` for the page, its verdict column coloured by verdict."""
+def verdict_table(c: pd.DataFrame, compact: bool = False):
+    """``claims_display`` for the page, its verdict column coloured by verdict; ``compact``:
+    the answer at a glance (claim, verdict, the paper's gain, ours with its interval), the
+    protocol, penalty and per-seed gains left to the claims chapter."""
     def colour(v):
         bg, fg = VERDICT_COLOURS.get(v, VERDICT_COLOURS[NOT_RUN])
         return f"background-color: {bg}; color: {fg}; font-weight: bold"
-    return show(claims_display(c), wrap=True).map(colour, subset=["verdict"])
+    d = claims_display(c)
+    if compact:
+        d = d[["claim", "verdict", "paper (points)", "ours (points, 95% CI)"]].copy()
+        d["ours (points, 95% CI)"] = d["ours (points, 95% CI)"].str.split(";").str[0]
+    return show(d, wrap=True).map(colour, subset=["verdict"])
 
 
 __all__ = ["EQUIV_MARGIN", "VERDICTS", "VERDICT_COLOURS", "PENALTY_Q", "BESIDE", "verdict", "claims", "verdict_counts",

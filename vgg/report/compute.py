@@ -14,8 +14,8 @@ from ..ops import gpu
 from ..ops.progress import progress, time_left
 from ..rundir import BrokenRun, RunDir, scan
 from ..evaluate import result_key
-from ..spec import plan, row
-from .frame import eval_table, load_runs, runs_root
+from ..spec import FUSIONS, TABLES, plan, row
+from .frame import NOT_RUN, eval_table, load_runs, runs_root
 
 HELD_OUT = "held-out (last epoch)"
 
@@ -31,10 +31,19 @@ def compute_table(runs: pd.DataFrame) -> pd.DataFrame:
         "MFU (%)": 100 * pd.to_numeric(col("train.mfu"), errors="coerce"),
         # protocols share work (multi-scale includes dense@Q), so their seconds overlap
         "eval (min)": col("eval_seconds") / 60,
-        "device": col("provenance.gpu").fillna(col("provenance.cpu")) if "provenance.gpu" in runs
-        else col("provenance.cpu"),
+        "device": (col("provenance.gpu").fillna(col("provenance.cpu")) if "provenance.gpu" in runs
+                   else col("provenance.cpu")).map(device_name),
     })
     return out.reset_index(drop=True)
+
+
+def device_name(name) -> str:
+    """A CPU's or GPU's name without the trademarks: "Intel(R) Xeon(R) Processor" -> "Intel Xeon"."""
+    if not isinstance(name, str):
+        return "–"
+    for mark in ("(R)", "(TM)", "(tm)", " Processor", " CPU", " processor"):
+        name = name.replace(mark, "")
+    return " ".join(name.split())
 
 
 def study_compute(runs_dir=None) -> pd.DataFrame:
@@ -142,6 +151,33 @@ def reevaluation_table(profile: str = "cpu", runs_dir=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "protocol", "version", "top-1 before", "top-1 after", "change"])
 
 
+def run_date(path) -> str | None:
+    """When a run finished: its provenance's date, else the end time papermill wrote into its
+    executed notebook (runs made before the date was recorded), else None."""
+    rd = RunDir(path)
+    date = ((rd.metrics() or {}).get("provenance") or {}).get("date")
+    for nb in (rd.path / "run_config.first.ipynb", rd.path / "run_config.ipynb"):  # first: re-executed later
+        if date is None and nb.exists():
+            try:
+                date = json.loads(nb.read_text())["metadata"]["papermill"].get("end_time")
+            except (ValueError, KeyError):
+                pass
+    return date[:16].replace("T", " ") if date else None
+
+
+def provenance_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where and with what each complete run was made: the date it finished, the commit,
+    the machine (an id of its host name, and its CPU or GPU) and the torch build."""
+    rows = []
+    for _, r in runs.iterrows():
+        p = (RunDir(r["path"]).metrics() or {}).get("provenance") or {}
+        rows.append({"run": r["run"], "finished (UTC)": run_date(r["path"]) or "–",
+                     "commit": (p.get("git_commit") or "–")[:10] + ("+dirty" if "dirty" in (p.get("git_commit") or "") else ""),
+                     "host": p.get("host", "–"), "device": device_name(p.get("gpu") or p.get("cpu")),
+                     "torch": p.get("torch", "–")})
+    return pd.DataFrame(rows, columns=["run", "finished (UTC)", "commit", "host", "device", "torch"])
+
+
 def versions() -> pd.DataFrame:
     """Versions of the packages the book and the runs use."""
     rows = []
@@ -171,6 +207,21 @@ def missing_runs(profile: str, seeds=1, runs_dir=None) -> list[tuple[str, str]]:
     runs, _ = load_runs(profile, runs_dir)
     done = set(runs["run"])
     return [(p.name, command(p, profile)) for p in plan(seeds, profile=profile) if p.name not in done]
+
+
+def table_sources(n: int, runs: pd.DataFrame, profile: str) -> str:
+    """Markdown: the runs that feed paper table ``n`` (vgg.spec.TABLES) in this profile, and
+    the command that remakes them."""
+    pairs = []
+    for r in TABLES[n].rows:
+        members = FUSIONS[r.ours.net].members if r.ours.net in FUSIONS else [(r.ours.net, r.ours.train_scale)]
+        pairs += [m for m in members if m not in pairs]
+    have = runs[["net", "train_scale", "run"]] if len(runs) else pd.DataFrame(columns=["net", "train_scale", "run"])
+    names = [f"`{x}`" for net, s in pairs for x in have.loc[(have["net"] == net) & (have["train_scale"] == s), "run"]]
+    planned = ", ".join(f"{net} S = {s.replace('-', '–')}" for net, s in pairs)
+    return (f"**Runs behind this table** ({planned}; every seed): {', '.join(names) or NOT_RUN}. "
+            f"Remake them with `python -m vgg study --profile {profile}` (each one's own command is on "
+            f"the status page); the book reads them from `runs/{profile}/`.")
 
 
 def missing_table(profile: str, seeds=1, runs_dir=None) -> pd.DataFrame:
@@ -225,4 +276,4 @@ def gpu_cost(runs_dir=None) -> tuple[pd.DataFrame, dict]:
 
 
 __all__ = ["compute_table", "study_compute", "retrained_table", "retrained_summary", "reevaluation_table",
-           "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left", "gpu_cost"]
+           "versions", "provenance_table", "run_date", "table_sources", "command", "missing_runs", "missing_table", "missing_results", "hours_left", "gpu_cost"]

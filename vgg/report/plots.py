@@ -81,26 +81,40 @@ def claims_plot(c: pd.DataFrame):
     return fig
 
 
-def plot_histories(h: pd.DataFrame, ncols: int = 4):
-    """One panel per run: held-out and training top-1 error by epoch, lr drops dashed."""
+SEED_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange")
+
+
+def plot_histories(runs: pd.DataFrame, ncols: int = 4):
+    """One panel per net and training scale, the seeds overlaid (one colour each): held-out
+    top-1 error (solid) and training-crop error (thin), by epoch along the init chain, so a
+    fine-tune continues its parent's curve (drawn faint before it); lr drops dotted."""
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(h["run"]))
-    nrows = max(1, -(-len(names) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.3 * nrows), sharey=True, squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        d = h[h["run"] == name]
-        ax.plot(d["epoch"], d["train_top1_err"], color="tab:grey", lw=1, label="train")
-        ax.plot(d["epoch"], d["holdout_top1_err"], color="tab:red", lw=1.5, label="held-out")
-        lr = d["lr"].to_numpy()
-        for e in d["epoch"].to_numpy()[1:][lr[1:] < lr[:-1]]:
-            ax.axvline(e, ls="--", lw=0.8, color="tab:blue")
-        ax.set_title(name, fontsize=9)
+    h = chain_histories(runs)
+    keys = list(dict.fromkeys(zip(h["net"], h["train_scale"])))
+    nrows = max(1, -(-len(keys) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.5 * nrows), sharey=True, squeeze=False)
+    for ax, (net, scale) in zip(axes.flat, keys):
+        d = h[(h["net"] == net) & (h["train_scale"] == scale)]
+        for k, (seed, one) in enumerate(d.groupby("seed")):
+            colour = SEED_COLOURS[k % len(SEED_COLOURS)]
+            before = h[(h["net"] == net) & (h["seed"] == seed) & (h["chain_epoch"] < one["chain_epoch"].min())]
+            before = before[before["train_scale"] != scale]
+            if len(before):  # the parent's run(s), which this one continues
+                ax.plot(before["chain_epoch"], before["holdout_top1_err"], color=colour, lw=0.8, alpha=0.3)
+            ax.plot(one["chain_epoch"], one["holdout_top1_err"], color=colour, lw=1.4, label=f"seed {seed}")
+            ax.plot(one["chain_epoch"], one["train_top1_err"], color=colour, lw=0.7, alpha=0.6)
+            lr = one["lr"].to_numpy()
+            for e in one["chain_epoch"].to_numpy()[1:][lr[1:] < lr[:-1]]:
+                ax.axvline(e - 0.5, ls=":", lw=0.8, color=colour)
+        ax.set_title(f"{net}, S = {scale_label(scale)}", fontsize=9)
+        ax.set_xlabel("epoch (from the chain's start)", fontsize=7)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=7)
-    axes[0, 0].set_ylabel("top-1 error (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1 error (%)", fontsize=8)
+    axes[0, 0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 

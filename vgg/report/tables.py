@@ -7,8 +7,12 @@ A fusion (``vgg.spec.FUSIONS``) averages its members' soft-max outputs, seed by 
 """
 from __future__ import annotations
 
+import html
+import re
+
 import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from .. import stats
 from ..evaluate import combine
@@ -230,16 +234,28 @@ def display_table(df: pd.DataFrame, hide=OURS_HELPERS) -> pd.DataFrame:
     return out
 
 
+class Table(Styler):
+    """A pandas Styler whose cells carry their column's name (``data-label``): on a narrow
+    screen book/_static/vgg.css stacks each row into a card of "column: value" lines
+    instead of a table wider than the phone."""
+
+    def _repr_html_(self) -> str:
+        names = [html.escape(" ".join(map(str, c)) if isinstance(c, tuple) else str(c), quote=True)
+                 for c in self.data.columns]
+        return re.sub(r'(<td [^>]*class="data row\d+ col(\d+)")',
+                      lambda m: f'{m.group(1)} data-label="{names[int(m.group(2))]}"', super()._repr_html_())
+
+
 def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = None, wrap: bool = False):
     """A table for the page: no row index, floats to ``digits`` significant digits (or a
     column's own format spec in ``formats``, e.g. {"train (h)": ".2f"}), NaN as a dash.
     Cells stay on one line (class vgg-nowrap, book/_static/vgg.css) unless ``wrap``: for
-    tables of sentences."""
+    tables of sentences. Class vgg-table: stacked into cards on a narrow screen."""
     floats = df.select_dtypes("float").columns
     specs = {c: f".{digits}g" for c in floats} | (formats or {})
     fmt = {c: (lambda x, f=f: "–" if pd.isna(x) else format(x, f)) for c, f in specs.items()}
-    style = df.style.hide(axis="index").format(fmt)
-    return style if wrap else style.set_table_attributes('class="vgg-nowrap"')
+    style = Table(df).hide(axis="index").format(fmt)
+    return style.set_table_attributes('class="vgg-table"' if wrap else 'class="vgg-table vgg-nowrap"')
 
 
 def fmt(x, spec: str = ".1f", unit: str = "") -> str:
