@@ -278,8 +278,9 @@ def train_flops_per_image(model: nn.Module) -> float:
     return 6.0 * sum(r["macs"] for r in rows)
 
 
-def matmul_peak_flops(device: torch.device, sizes=(512, 1024, 2048), seconds: float = 2.0) -> float:
-    """This machine's fp32 matmul FLOP/s at the current thread count: the MFU yardstick.
+def matmul_peak_flops(device: torch.device, sizes=(512, 1024, 2048), seconds: float = 2.0,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """This machine's matmul FLOP/s in ``dtype`` at the current thread count: the MFU yardstick.
 
     The best over sizes and many short repeats, not the median: on a shared machine (two
     study runs at once, a test suite) most repeats are slowed by the neighbours, the best
@@ -288,7 +289,7 @@ def matmul_peak_flops(device: torch.device, sizes=(512, 1024, 2048), seconds: fl
     """
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         end, reps = time.perf_counter() + seconds / len(sizes), 0
         while time.perf_counter() < end or reps < 2:
             t = time.perf_counter()

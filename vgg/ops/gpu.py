@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from ..io import ROOT
 from ..model import build
 from ..profiles import PROFILES
 from ..spec import plan
-from ..train import train_flops_per_image
+from ..train import matmul_peak_flops, train_flops_per_image
 
 PROFILE_ORDER = ("gpu", "cpu128", "cpu")
 IMAGENETTE_TRAIN = 9469  # training images of Imagenette; 5% of them are the held-out slice
@@ -37,6 +38,7 @@ H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM (NVIDIA's data 
 STEP_FLOOR_S = 3e-3
 
 
+@lru_cache(maxsize=None)  # a meta-device build per (net, profile), once
 def _flops(net: str, profile: str) -> float:
     prof = PROFILES[profile]
     with torch.device("meta"):  # no memory for 138M weights
@@ -92,17 +94,6 @@ def assumed_rates(peak: float = H200_BF16_PEAK, mfu: float = ASSUMED_MFU) -> dic
     return out
 
 
-def _bf16_peak(dev) -> float:
-    a, best = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16), 0.0
-    for _ in range(10):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ a
-        torch.cuda.synchronize()
-        best = max(best, 2 * 8192 ** 3 / (time.perf_counter() - t))
-    return best
-
-
 def _train_rate(net: str, profile: str, dev, steps: int, repeats: int, compile: bool = False) -> float:
     prof = PROFILES[profile]
     model = build(net, num_classes=10, width=prof.width, crop=prof.crop).to(dev, memory_format=torch.channels_last)
@@ -153,7 +144,7 @@ def bench_gpu(args=None, steps: int = 20, repeats: int = 3, out: str | Path | No
         return {}
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    peak = _bf16_peak(dev)
+    peak = matmul_peak_flops(dev, sizes=(4096, 8192), dtype=torch.bfloat16)
     res: dict = {"device": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(),
                  "bf16_matmul_peak_tflops": peak / 1e12, "torch": torch.__version__}
     print(f"{res['device']} (x{res['gpus']}): bf16 matmul peak {peak / 1e12:.0f} TFLOP/s")
