@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BAD = {
     "net": "F", "train_scale": "999999", "seed": -3, "profile": "gpux", "epochs": 0, "lr": float("nan"),
     "momentum": 1.5, "weight_decay": -1.0, "batch_size": 0, "patience": -1, "max_lr_drops": -1,
-    "holdout_frac": 0.7, "init": "xavier", "init_rest": "he", "init_a": 3, "init_from": 3, "protocols": ["10-crop"],
+    "holdout_frac": 0.7, "init": "xavier", "init_a": 3, "init_from": 3, "protocols": ["10-crop"],
     "data": 5, "device": "tpu", "threads": 0, "out": 7, "data_path": "gpu", "workers": -1, "compile": "yes",
 }
 

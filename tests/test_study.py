@@ -55,20 +55,12 @@ def test_at_cpu128_every_net_but_a_takes_the_papers_a_init():
     """Sect. 3.1 at the profile with the paper's init: A and A-LRN from random init, B-E (and
     B-5x5) with A's layers; no run name carries a tag for what is its profile's default."""
     runs = {r.name: r for r in plan([0], profile="cpu128")}
-    assert set(runs) == {p.name.replace("-ainit", "-restnormal" if p.net == "B-5x5" else "") for p in plan([0])}
+    assert set(runs) == {p.name.replace("-ainit", "") for p in plan([0])}
     assert runs["A-S256-s0"].parents == runs["A-LRN-S256-s0"].parents == ()
-    for name in ("B-S256-s0", "B-5x5-S256-restnormal-s0", "C-S256-s0", "D-S256-s0", "E-S256-s0"):
+    for name in ("B-S256-s0", "B-5x5-S256-s0", "C-S256-s0", "D-S256-s0", "E-S256-s0"):
         assert runs[name].parents == ("A-S256-s0",)
         p = runs[name].params()
         assert p["init_a"] == "runs/cpu128/A-S256-s0" and name_of(RunConfig.from_dict(p)) == name
-        assert "init" not in p  # the profile's own init is not restated
-        # B-5x5 diverged from the profile's Glorot for the layers A does not give: N(0, 0.01) for it
-        assert RunConfig.from_dict(p).init_rest_scheme == ("normal" if name.startswith("B-5x5") else "glorot")
-    # at the cpu profile the same row's N(0, 0.01) is the profile's own: no tag, no parameter
-    cpu = {r.name: r for r in plan([0])}["B-5x5-S256-ainit-s0"].params()
-    assert "init_rest" not in cpu and RunConfig.from_dict(cpu).init_rest_scheme == "normal"
-    with pytest.raises(ValueError, match="init_rest"):
-        RunConfig(net="B", init_rest="he")
     assert runs["D-S384-s0"].parents == ("D-S256-s0",)  # a fine-tune starts from its parent alone
 
 

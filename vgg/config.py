@@ -17,7 +17,7 @@ from pathlib import Path
 from .datapath import PATHS
 from .evaluate import BASE, MULTI_CROP, PROTOCOLS
 from .io import ROOT
-from .model import INIT_REST, NETS, check_net
+from .model import NETS, check_net
 from .profiles import PROFILES, Profile, get_profile, parse_train_scale
 
 # Where and how a run executes, not what it is: never part of a run's name or recipe.
@@ -43,7 +43,6 @@ class RunConfig:
     init: str | None = None  # "glorot" or "paper" (N(0, 0.01) + layers of a trained A); None: the profile's
     init_a: str | None = None  # run folder of a trained A, for init="paper"
     init_from: str | None = None  # run folder whose final weights start this run
-    init_rest: str | None = None  # init="paper": a deeper net's layers not from A, "normal" or "glorot"; None: the profile's
     protocols: list[str] | None = None  # names of vgg.evaluate.PROTOCOLS; None: the run's row in vgg.spec
     data: str | None = None  # image folder; None: $VGG_DATA or the default places
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
@@ -60,8 +59,6 @@ class RunConfig:
         get_profile(self.profile)
         if self.init is not None:
             _choice("init", self.init, ("glorot", "paper"))
-        if self.init_rest is not None:
-            _choice("init_rest", self.init_rest, INIT_REST)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("data_path", self.data_path, PATHS)
         if self.seed < 0:
@@ -145,11 +142,6 @@ class RunConfig:
     def init_scheme(self) -> str:
         """How a run from scratch starts: ``init``, else its profile's."""
         return self.init or self.prof.init
-
-    @property
-    def init_rest_scheme(self) -> str:
-        """With init="paper": how the layers not copied from A start; ``init_rest``, else the profile's."""
-        return self.init_rest or self.prof.init_rest
 
     @property
     def max_epochs(self) -> int:

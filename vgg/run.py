@@ -25,7 +25,7 @@ from .train import HISTORY_COLUMNS, TrainingFailed, fit, matmul_peak_flops, pick
 
 # The parameters that shape training: a checkpoint or a result made with others is not reused.
 RECIPE = ("net", "train_scale", "seed", "profile", "epochs", "lr", "momentum", "weight_decay", "batch_size",
-          "patience", "max_lr_drops", "holdout_frac", "init", "init_a", "init_from", "init_rest")
+          "patience", "max_lr_drops", "holdout_frac", "init", "init_a", "init_from")
 
 
 def check_parent(path: str | None, what: str) -> None:
@@ -89,10 +89,10 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
             if cfg.init_a:
                 a = build("A", num_classes=len(train.classes), width=prof.width, crop=prof.crop)
                 RunDir(resolve(cfg.init_a)).load_into(a)
-            copied = init_paper(model, from_a=a, gain_matched=prof.init_gain_matched, rest=cfg.init_rest_scheme)
+            copied = init_paper(model, from_a=a, gain_matched=prof.init_gain_matched, rest=prof.init_rest)
             init_note = ("paper: N(0, 0.01)" + (", std matched to the paper's fan-in" if prof.init_gain_matched
                                                  else "") + (" + from A: " + ", ".join(copied) if a else "")
-                         + (f"; the other layers {cfg.init_rest_scheme}" if a and cfg.init_rest_scheme != "normal" else ""))
+                         + (f"; the other layers {prof.init_rest}" if a and prof.init_rest != "normal" else ""))
 
         s_lo, s_hi = parse_train_scale(cfg.train_scale)
         holdout = holdout_crops(train, holdout_idx, prof.px((s_lo + s_hi) // 2), prof.crop, stats.mean)

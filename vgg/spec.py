@@ -27,7 +27,7 @@ FINETUNE_LR = 1e-3
 
 # Profiles whose every run is evaluated with every protocol (the cpu profile's rows name theirs).
 ALL_PROTOCOLS = ("cpu128",)
-TAGS = {("init", "paper"): "ainit", ("init_rest", "normal"): "restnormal"}  # overrides with a name of their own in run names
+TAGS = {("init", "paper"): "ainit"}  # overrides with a name of their own in run names
 SHALLOW = ("A", "A-LRN")  # Sect. 3.1: shallow enough to train from random init; the others take A's layers
 
 
@@ -56,9 +56,7 @@ class Run:
 
     def named(self, profile: str) -> dict:
         """The overrides that name the variant: those that differ from the profile's defaults."""
-        prof = get_profile(profile)
-        return {k: v for k, v in self.overrides if not (k == "init" and v == prof.init)
-                and not (k == "init_rest" and v == prof.init_rest)}
+        return {k: v for k, v in self.overrides if not (k == "init" and v == get_profile(profile).init)}
 
     def init(self, profile: str) -> str:
         return dict(self.overrides).get("init") or get_profile(profile).init
@@ -79,7 +77,7 @@ class Run:
         """The notebook parameters that make this run (paths relative to the repository)."""
         p = dict(net=self.net, train_scale=self.train_scale, seed=seed, profile=profile)
         p.update(chain_params(self.net, self.parent, seed, profile, runs_dir))
-        p.update(self.named(profile))  # a value equal to the profile's default stays unsaid, as in the name
+        p.update(self.overrides)
         if not self.parent and self.init(profile) == "paper" and self.net not in SHALLOW:
             p["init_a"] = f"{runs_dir}/{profile}/{run_name('A', '256', seed)}"
         p["protocols"] = list(self.protocols_at(profile))
@@ -105,11 +103,7 @@ RUNS: tuple[Run, ...] = (
     # Glorot: with Glorot init B-5x5 dies in its first epoch at the cpu scale (runs/cpu-pilot;
     # 8 weight layers on 0-255 inputs leave huge initial logits, every ReLU dies). A-init gives
     # it A's trained FC head, which B does not get: "B beats B-5x5" is tested conservatively.
-    # At cpu128 (whose deeper nets take Glorot for the layers A does not give, see vgg.profiles)
-    # B-5x5 diverged within its first epoch from that (loss nan after 704 images,
-    # runs/cpu128-pilot/B-5x5-S256-glorotrest-s0): its five 5x5 convs under A's copied head
-    # start from the paper's own N(0, 0.01) instead (gain-matched), from which it learns.
-    Run("B-5x5", "256", overrides=(("init", "paper"), ("init_rest", "normal"))),
+    Run("B-5x5", "256", overrides=(("init", "paper"),)),
     Run("C", "256"),
     Run("C", "384", parent="256", protocols=BASE + ("windows-as-crops",)),
     Run("C", "256-512", parent="384", protocols=BASE + ("windows-as-crops",)),
@@ -150,8 +144,7 @@ def overrides_of(cfg: RunConfig, runs=RUNS) -> dict:
     base = row(cfg.net, cfg.train_scale, runs)
     expected = dict(DEFAULTS, **chain_params(cfg.net, base.parent if base else None, cfg.seed, cfg.profile))
     skip = set(RUNTIME_FIELDS) | {"net", "train_scale", "seed", "profile", "init_from", "init_a"}
-    given = dict(cfg.to_dict(), init=None if cfg.init == cfg.prof.init else cfg.init,
-                 init_rest=None if cfg.init_rest == cfg.prof.init_rest else cfg.init_rest)
+    given = dict(cfg.to_dict(), init=None if cfg.init == cfg.prof.init else cfg.init)
     return {k: v for k, v in given.items() if k not in skip and v != expected.get(k)}
 
 
