@@ -57,10 +57,17 @@ def test_at_cpu128_every_net_but_a_takes_the_papers_a_init():
     runs = {r.name: r for r in plan([0], profile="cpu128")}
     assert set(runs) == {p.name.replace("-ainit", "") for p in plan([0])}
     assert runs["A-S256-s0"].parents == runs["A-LRN-S256-s0"].parents == ()
-    for name in ("B-S256-s0", "B-5x5-S256-s0", "C-S256-s0", "D-S256-s0", "E-S256-s0"):
+    for name in ("B-S256-s0", "C-S256-s0", "D-S256-s0", "E-S256-s0"):
         assert runs[name].parents == ("A-S256-s0",)
         p = runs[name].params()
         assert p["init_a"] == "runs/cpu128/A-S256-s0" and name_of(RunConfig.from_dict(p)) == name
+    # B-5x5 (fewer weight layers than A) trains from N(0, 0.01) alone there: with A's FC head it
+    # diverged (Glorot convs) or sat at chance (N(0, 0.01) convs), runs/cpu128-pilot
+    b5 = runs["B-5x5-S256-s0"]
+    assert b5.parents == () and "init_a" not in b5.params() and name_of(RunConfig.from_dict(b5.params())) == b5.name
+    assert RunConfig.from_dict(b5.params()).init_scheme == "paper"
+    with pytest.raises(ValueError, match="set init_a"):  # at the cpu profile it still needs its A
+        RunConfig(net="B-5x5", init="paper")
     assert runs["D-S384-s0"].parents == ("D-S256-s0",)  # a fine-tune starts from its parent alone
 
 

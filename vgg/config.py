@@ -85,9 +85,9 @@ class RunConfig:
             raise ValueError(f"patience is for the plateau rule, but the {self.profile} profile trains on a "
                              f"fixed schedule (lr / 10 after epochs {', '.join(map(str, self.lr_steps))}); "
                              f"leave patience unset, or use a profile with the plateau rule (smoke, gpu)")
-        if self.init_scheme == "paper" and not (self.init_a or self.init_from) and self.net not in ("A", "A-LRN"):
+        if self.init_scheme == "paper" and not (self.init_a or self.init_from) and self.net not in self.prof.from_scratch:
             raise ValueError(f"init='paper' gives {self.net} layers of a trained net A (Sect. 3.1): set init_a "
-                             f"to its run folder (A and A-LRN start from N(0, 0.01) alone)")
+                             f"to its run folder (at {self.profile}, {', '.join(self.prof.from_scratch)} start from N(0, 0.01) alone)")
 
     def _check_types(self) -> None:
         hints = typing.get_type_hints(type(self))

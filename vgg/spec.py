@@ -28,7 +28,6 @@ FINETUNE_LR = 1e-3
 # Profiles whose every run is evaluated with every protocol (the cpu profile's rows name theirs).
 ALL_PROTOCOLS = ("cpu128",)
 TAGS = {("init", "paper"): "ainit"}  # overrides with a name of their own in run names
-SHALLOW = ("A", "A-LRN")  # Sect. 3.1: shallow enough to train from random init; the others take A's layers
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -69,7 +68,7 @@ class Run:
         (init_from), or, for the paper's init of a net other than A, the same seed's A."""
         if self.parent:
             return (run_name(self.net, self.parent, seed),)
-        if self.init(profile) == "paper" and self.net not in SHALLOW:
+        if self.init(profile) == "paper" and self.net not in get_profile(profile).from_scratch:
             return (run_name("A", "256", seed),)
         return ()
 
@@ -78,7 +77,7 @@ class Run:
         p = dict(net=self.net, train_scale=self.train_scale, seed=seed, profile=profile)
         p.update(chain_params(self.net, self.parent, seed, profile, runs_dir))
         p.update(self.overrides)
-        if not self.parent and self.init(profile) == "paper" and self.net not in SHALLOW:
+        if not self.parent and self.init(profile) == "paper" and self.net not in get_profile(profile).from_scratch:
             p["init_a"] = f"{runs_dir}/{profile}/{run_name('A', '256', seed)}"
         p["protocols"] = list(self.protocols_at(profile))
         return p
@@ -103,6 +102,7 @@ RUNS: tuple[Run, ...] = (
     # Glorot: with Glorot init B-5x5 dies in its first epoch at the cpu scale (runs/cpu-pilot;
     # 8 weight layers on 0-255 inputs leave huge initial logits, every ReLU dies). A-init gives
     # it A's trained FC head, which B does not get: "B beats B-5x5" is tested conservatively.
+    # At cpu128 the profile trains it from N(0, 0.01) alone, like A (vgg.profiles: from_scratch).
     Run("B-5x5", "256", overrides=(("init", "paper"),)),
     Run("C", "256"),
     Run("C", "384", parent="256", protocols=BASE + ("windows-as-crops",)),
