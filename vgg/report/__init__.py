@@ -13,6 +13,7 @@ which pastes the numbers with ``glue``. Chapters use ``from vgg import report as
 | ``tables`` | Tables 3-7 from ``spec.TABLES``; fusion; display helpers |
 | ``claims`` | ``spec.CLAIMS`` with paired intervals, verdicts, protocols and dense-context penalties |
 | ``diagnostics`` | fit to the training crops; dense evaluation against a crop |
+| ``compare`` | the compared profiles side by side: tables, verdicts, dense-context penalties |
 | ``compute`` | cost, provenance, missing runs and the time they need |
 | ``plots`` | the figures |
 """
@@ -22,13 +23,15 @@ from .claims import (BESIDE, EQUIV_MARGIN, PENALTY_Q, VERDICT_COLOURS, VERDICTS,
 from .compute import (command, compute_table, gpu_cost, hours_left, provenance_table, run_date, table_sources, missing_results, missing_runs, missing_table,
                       reevaluation_table,
                       retrained_summary, retrained_table, study_compute, versions)
-from .diagnostics import (HOLDOUT_NOISE, chain_histories, dense_claims, dense_context_summary,
+from .diagnostics import (HOLDOUT_NOISE, chain_histories, convergence_display, convergence_summary, convergence_table, lr_phases, dense_claims, dense_context_summary,
                           dense_context_table, dense_gap_table, dense_windows, fit_phrase, flat_phrase, fit_summary, fit_table,
                           last_map, score_map_side)
-from .frame import (NOT_RUN, book_profile, book_root, book_runs, eval_table, histories, load_runs, run_probs,
+from .compare import (COMPARED, by_profile, compared_runs, epoch_cost, claims_by_profile, display_by_profile,
+                      penalty_by_profile, table_by_profile, verdicts_by_profile)
+from .frame import (HEADLINE, NOT_RUN, book_profile, study_complete, book_root, book_runs, eval_table, histories, load_runs, run_probs,
                     runs_root, scale_label, scan_runs)
 from .paper import paper_gain, paper_results, paper_row, paper_text_number, paper_value
-from .plots import claims_plot, dot_plot, fit_plot, plot_histories, training_curves
+from .plots import claims_plot, dot_plot, profile_curves, fit_plot, plot_histories, training_curves
 from .tables import (best_members, rank_summary, check_fusable, correct_by_seed, display_table, fmt, ours_text, same_images, show, summarize,
                      table, table7)
 
@@ -45,4 +48,7 @@ __all__ = ["NOT_RUN", "EQUIV_MARGIN", "VERDICTS", "HOLDOUT_NOISE",
            "compute_table", "study_compute", "retrained_table", "retrained_summary", "reevaluation_table",
            "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left",
            "gpu_cost", "provenance_table", "run_date", "table_sources",
-           "dot_plot", "claims_plot", "plot_histories", "fit_plot", "training_curves"]
+           "convergence_table", "convergence_display", "convergence_summary", "lr_phases",
+           "COMPARED", "compared_runs", "epoch_cost", "by_profile", "study_complete", "HEADLINE", "table_by_profile", "display_by_profile", "claims_by_profile",
+           "verdicts_by_profile", "penalty_by_profile",
+           "dot_plot", "profile_curves", "claims_plot", "plot_histories", "fit_plot", "training_curves"]

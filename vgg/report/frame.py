@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..io import ROOT
 from ..rundir import BrokenRun, RunDir, scan
-from ..spec import RUNS
+from ..spec import RUNS, SEEDS, plan
 from ..spec import scale_label  # the paper's [256;512], made once (vgg.spec)
 from ..train import HISTORY_COLUMNS as TRAIN_HISTORY_COLUMNS
 
@@ -132,12 +132,21 @@ def eval_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 # --- the profile the book shows ------------------------------------------------------------
 
+HEADLINE = "cpu128"  # the book's profile once its study is complete (issue 19); "cpu" until then
+
+
+def study_complete(runs: pd.DataFrame, profile: str, seeds: int = SEEDS) -> bool:
+    """Are all planned runs of ``profile`` for ``seeds`` seeds among ``runs`` (complete runs)?"""
+    have = set(runs.loc[runs["profile"] == profile, "run"]) if len(runs) else set()
+    return all(p.name in have for p in plan(seeds, profile=profile))
+
+
 def book_profile(runs_dir=None, runs: pd.DataFrame | None = None) -> str:
-    """The profile the book shows: ``$VGG_BOOK_PROFILE`` (default cpu); with no complete cpu
-    runs but some complete smoke runs, and no profile asked for, smoke. ``runs``: every
-    profile's runs, when already read."""
-    wanted = os.environ.get("VGG_BOOK_PROFILE", "cpu")
+    """The profile the book shows: ``$VGG_BOOK_PROFILE``, else ``HEADLINE`` once all its planned
+    runs of every seed are complete, else cpu; with no complete cpu runs but some complete
+    smoke runs, and no profile asked for, smoke. ``runs``: every profile's runs, when read."""
     runs = load_runs(runs_dir=runs_dir)[0] if runs is None else runs
+    wanted = os.environ.get("VGG_BOOK_PROFILE") or (HEADLINE if study_complete(runs, HEADLINE) else "cpu")
     have = set(runs["profile"]) if len(runs) else set()
     if wanted not in have and wanted == "cpu" and "smoke" in have and "VGG_BOOK_PROFILE" not in os.environ:
         return "smoke"
@@ -202,4 +211,4 @@ def by_study_order(df: pd.DataFrame, net: str = "net", scale: str = "train_scale
 
 
 __all__ = ["NOT_RUN", "book_root", "runs_root", "scan_runs", "load_runs", "eval_table", "book_profile",
-           "book_runs", "histories", "run_probs", "study_rank", "by_study_order", "scale_label"]
+           "HEADLINE", "study_complete", "book_runs", "histories", "run_probs", "study_rank", "by_study_order", "scale_label"]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..rundir import RunDir
 from .diagnostics import chain_histories
-from .frame import NOT_RUN, scale_label
+from .frame import NOT_RUN, histories, scale_label
 
 CHAIN_SCALES = ("256", "384", "256-512")  # the paper's initialisation chain (Sect. 3.1)
 
@@ -27,8 +27,12 @@ def _mark_not_run(ax, y, have) -> None:
                         fontsize=8, color="grey", annotation_clip=False)
 
 
+PROFILE_COLOURS = ("tab:red", "tab:green", "tab:purple")
+
+
 def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
-    """Paper's top-1 (open) and ours (filled, 95% CI bar) per row of a ``table``. Returns the figure."""
+    """Paper's top-1 (open) and ours (filled, 95% CI bar) per row of a ``table``; of a
+    ``table_by_profile``, one colour per profile, side by side in each row. Returns the figure."""
     import matplotlib.pyplot as plt
 
     n = len(df)
@@ -38,18 +42,53 @@ def dot_plot(df: pd.DataFrame, label: str, title: str, ax=None):
         fig = ax.figure
     y = np.arange(n)[::-1]
     ax.plot(df["paper top-1"], y, "o", mfc="none", color="tab:blue", label="paper (ILSVRC val)")
-    have = df["seeds"] > 0 if "seeds" in df else np.zeros(n, bool)
-    if have.any():
-        d = df[have]
-        yy = y[np.asarray(have)]
-        ax.errorbar(d["ours top-1"], yy, xerr=[d["ours top-1"] - d["ci lo"], d["ci hi"] - d["ours top-1"]],
-                    fmt="o", color="tab:red", capsize=3, label="ours (95% CI)")
-    _mark_not_run(ax, y, have)
+    profiles = [c[:-len(": ours top-1")] for c in df.columns if c.endswith(": ours top-1")]
+    series = [(f"{p}: ", f"ours, {p} (95% CI)") for p in profiles] or [("", "ours (95% CI)")]
+    have_any = np.zeros(n, bool)
+    for k, (pre, name) in enumerate(series):
+        have = (df[f"{pre}seeds"] > 0).to_numpy() if f"{pre}seeds" in df else np.zeros(n, bool)
+        have_any |= have
+        if have.any():
+            d, off = df[have], (0.0 if len(series) == 1 else 0.18 - 0.36 * k / (len(series) - 1))
+            mid, lo, hi = d[f"{pre}ours top-1"], d[f"{pre}ci lo"], d[f"{pre}ci hi"]
+            ax.errorbar(mid, y[have] + off, xerr=[mid - lo, hi - mid], fmt="o", ms=4 if len(series) > 1 else 6,
+                        color=PROFILE_COLOURS[k % len(PROFILE_COLOURS)], capsize=3, label=name)
+    _mark_not_run(ax, y, have_any)
     ax.set_yticks(y, df[label])
     ax.set_xlabel("top-1 error (%)")
     ax.set_title(title)
-    _legend_below(ax, fig, 2)
+    _legend_below(ax, fig, 1 + len(series))
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def profile_curves(runs: dict[str, pd.DataFrame], nets=("A", "B", "C", "D", "E"), train_scale: str = "256"):
+    """One panel per net at ``train_scale``: held-out top-1 error by epoch at each profile
+    (one colour each, seeds overlaid), so a profile's learning is seen beside another's."""
+    import matplotlib.pyplot as plt
+
+    have = [n for n in nets if any(len(r) and ((r["net"] == n) & (r["train_scale"] == train_scale)).any()
+                                   for r in runs.values())]
+    ncols = min(max(len(have), 1), 3)
+    nrows = -(-max(len(have), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols + 0.6, 2.4 * nrows), sharey=True, squeeze=False)
+    for ax, net in zip(axes.flat, have):
+        for k, (p, r) in enumerate(runs.items()):
+            sel = r[(r["net"] == net) & (r["train_scale"] == train_scale)] if len(r) else r
+            h = histories(sel) if len(sel) else pd.DataFrame()
+            for j, (_, one) in enumerate(h.groupby("run") if len(h) else []):
+                ax.plot(one["epoch"], one["holdout_top1_err"], color=PROFILE_COLOURS[k % len(PROFILE_COLOURS)],
+                        lw=1.0, alpha=0.8, label=p if j == 0 else None)
+        ax.set_title(f"{net}, S = {scale_label(train_scale)}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(have):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("held-out top-1 error (%)", fontsize=8)
+    axes[0, 0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -181,4 +220,4 @@ def training_curves(history: str | os.PathLike | pd.DataFrame, title: str = "", 
     return axes
 
 
-__all__ = ["dot_plot", "claims_plot", "plot_histories", "fit_plot", "training_curves"]
+__all__ = ["dot_plot", "profile_curves", "claims_plot", "plot_histories", "fit_plot", "training_curves"]

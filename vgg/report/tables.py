@@ -253,8 +253,8 @@ def show(df: pd.DataFrame, digits: int = 3, formats: dict[str, str] | None = Non
     tables of sentences. Class vgg-table: stacked into cards on a narrow screen."""
     floats = df.select_dtypes("float").columns
     specs = {c: f".{digits}g" for c in floats} | (formats or {})
-    fmt = {c: (lambda x, f=f: "–" if pd.isna(x) else format(x, f)) for c, f in specs.items()}
-    style = Table(df).hide(axis="index").format(fmt)
+    style = Table(df).hide(axis="index").format(
+        {c: (lambda x, f=f: "–" if pd.isna(x) else fmt(x, f)) for c, f in specs.items()})  # fmt: no "-0.0"
     return style.set_table_attributes('class="vgg-table"' if wrap else 'class="vgg-table vgg-nowrap"')
 
 
