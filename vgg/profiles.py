@@ -45,8 +45,7 @@ class Profile:
     init: str = "glorot"  # its runs' initialisation unless a run says otherwise (RunConfig.init)
     init_gain_matched: bool = False  # the paper's init with each layer's std matched (vgg.model.init_paper)
     init_rest: str = "normal"  # init="paper": a deeper net's layers not copied from A (vgg.model.INIT_REST)
-    # init="paper": the nets shallow enough to train from random init (Sect. 3.1); the others take A's layers
-    from_scratch: tuple[str, ...] = ("A", "A-LRN")
+    from_scratch: tuple[str, ...] = ("A", "A-LRN")  # init="paper": nets trained from random init (Sect. 3.1)
 
     def px(self, paper_pixels: int | float) -> int:
         """Convert a size in paper pixels to real pixels (rounded to nearest)."""
@@ -85,9 +84,7 @@ PROFILES: dict[str, Profile] = {
     # fine-tunes too, so each run trains as long as it needs; deviation: the monitor is the
     # 5-epoch mean of the held-out slice's error (one epoch's value moves by ~2 points on 475
     # images), a plateau 3 epochs without a gain of 0.25 points. Caps well above the paper's 74.
-    # deviation: B-5x5 (8 weight layers, fewer than A's 11) trains from random init like A: with
-    # A's FC head and Glorot convs it diverged in epoch 1, with the N(0, 0.01) convs it sat at
-    # chance (runs/cpu128-pilot); from N(0, 0.01) alone it learns.
+    # deviation: B-5x5 (8 weight layers; A 11) starts like A: from A's FC head it diverged (runs/cpu128-pilot)
     "cpu128": Profile("cpu128", Fraction(4, 7), 0.125, batch_size=64, max_epochs=90,
                       max_epochs_finetune=60, patience=3, eval_batch_size=128, stall_epochs=3,
                       monitor_window=5, plateau_threshold=0.25,

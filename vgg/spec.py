@@ -98,11 +98,9 @@ RUNS: tuple[Run, ...] = (
     Run("A", "256"),
     Run("A-LRN", "256"),
     Run("B", "256"),
-    # Sect. 4.1 (v6 text): B against its shallow 5x5 form. deviation: the paper's A-init, not
-    # Glorot: with Glorot init B-5x5 dies in its first epoch at the cpu scale (runs/cpu-pilot;
-    # 8 weight layers on 0-255 inputs leave huge initial logits, every ReLU dies). A-init gives
-    # it A's trained FC head, which B does not get: "B beats B-5x5" is tested conservatively.
-    # At cpu128 the profile trains it from N(0, 0.01) alone, like A (vgg.profiles: from_scratch).
+    # Sect. 4.1 (v6 text): B against its shallow 5x5 form. deviation: at the cpu profile the paper's
+    # A-init, not Glorot, which kills it in epoch 1 (runs/cpu-pilot); A's trained FC head, which B
+    # does not get, makes "B beats B-5x5" conservative. At cpu128 it starts like A (from_scratch).
     Run("B-5x5", "256", overrides=(("init", "paper"),)),
     Run("C", "256"),
     Run("C", "384", parent="256", protocols=BASE + ("windows-as-crops",)),
