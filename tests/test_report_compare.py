@@ -120,3 +120,15 @@ def test_the_headline_profile_is_cpu128_once_its_three_seeds_are_in(tmp_path, mo
     assert len(plan(3, profile="cpu128")) == 39 and R.book_profile(tmp_path) == "cpu128"
     monkeypatch.setenv("VGG_BOOK_PROFILE", "cpu")
     assert R.book_profile(tmp_path) == "cpu"
+
+
+def test_a_book_compares_its_own_profile_with_the_others_that_have_runs(tmp_path, monkeypatch):
+    """A book of smoke runs compares nothing (no empty cpu columns); a gpu book puts gpu first."""
+    monkeypatch.delenv("VGG_BOOK_PROFILE", raising=False)
+    write_fake_runs(tmp_path, profile="smoke", seeds=(0,), nets=("A",))
+    assert list(R.compared_runs(tmp_path)) == ["smoke"]
+    shown = R.display_by_profile(R.table_by_profile(3, R.compared_runs(tmp_path)))
+    assert "smoke top-1 (95% CI)" in shown.columns and not any(c.startswith("cpu") for c in shown.columns)
+    write_fake_runs(tmp_path, profile="cpu128", seeds=(0,), nets=("A",))
+    monkeypatch.setenv("VGG_BOOK_PROFILE", "smoke")
+    assert list(R.compared_runs(tmp_path)) == ["smoke", "cpu128"]

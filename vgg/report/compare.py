@@ -12,15 +12,19 @@ import pandas as pd
 
 from ..spec import CLAIMS
 from .claims import VERDICT_COLOURS, _ours, claims, dense_penalty
-from .frame import NOT_RUN, histories, load_runs, scale_label
+from .frame import NOT_RUN, book_profile, histories, load_runs, scale_label
 from .tables import display_table, show, table
 
 COMPARED = ("cpu", "cpu128")  # the book's profiles, in the order their columns appear
 
 
 def compared_runs(runs_dir=None, profiles=COMPARED) -> dict[str, pd.DataFrame]:
-    """{profile: its complete runs} for each compared profile, read from ``runs_dir``."""
-    return by_profile(load_runs(None, runs_dir)[0], profiles)
+    """{profile: its complete runs}, read from ``runs_dir``: the profile the book shows first,
+    then each other compared profile that has complete runs (a book of smoke runs compares none)."""
+    every = load_runs(None, runs_dir)[0]
+    shown = book_profile(runs_dir, every)
+    have = set(every["profile"]) if len(every) else set()
+    return by_profile(every, [shown] + [p for p in profiles if p != shown and p in have])
 
 
 def by_profile(every: pd.DataFrame, profiles=COMPARED) -> dict[str, pd.DataFrame]:
@@ -44,12 +48,18 @@ def table_by_profile(n: int, runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def display_by_profile(t: pd.DataFrame, profiles=COMPARED) -> pd.DataFrame:
+def _profiles(t: pd.DataFrame) -> list[str]:
+    """The profiles of a ``table_by_profile`` or ``claims_by_profile`` frame, in column order."""
+    return list(dict.fromkeys(c.split(": ")[0] for c in t.columns if ": " in c))
+
+
+def display_by_profile(t: pd.DataFrame) -> pd.DataFrame:
     """``table_by_profile`` as printed: labels, the paper's top-1, each profile's top-1 with
     its interval and seeds, then top-5 (the paper's, then each profile's)."""
     paper = display_table(t[[c for c in t.columns if ":" not in c]])
     labels = [c for c in paper.columns if not c.startswith("paper")]
     out = paper[labels + [c for c in ("paper top-1",) if c in paper.columns]].copy()
+    profiles = _profiles(t)
     for p in profiles:
         out[f"{p} top-1 (95% CI)"] = t[f"{p}: ours top-1 (95% CI)"]
         out[f"{p} seeds"] = t[f"{p}: seeds"].astype(int)
@@ -81,10 +91,11 @@ def _ours_of(c: pd.DataFrame, p: str) -> list[str]:
     return [_ours(pd.Series({k: r[v] for k, v in cols.items()})).split(";")[0] for _, r in c.iterrows()]
 
 
-def verdicts_by_profile(c: pd.DataFrame, profiles=COMPARED):
+def verdicts_by_profile(c: pd.DataFrame):
     """``claims_by_profile`` for the page: claim, the paper's gain, each profile's gain with
     its interval and seeds and its verdict (coloured), and whether the verdict changes."""
     d = pd.DataFrame({"claim": c["claim"], "paper (points)": c["paper gain"].map(lambda x: f"{x:+.1f}")})
+    profiles = _profiles(c)
     for p in profiles:
         n = c[f"{p}: seeds"].astype(int)
         d[f"{p} (points, 95% CI)"] = [t if k == 0 else f"{t} ({k} seed{'s' if k > 1 else ''})"

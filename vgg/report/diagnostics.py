@@ -173,7 +173,7 @@ def convergence_display(conv: pd.DataFrame) -> pd.DataFrame:
         row["train slope, last lr"] = float(d["train slope"].iloc[-1])
         row["flat"] = f"{int((d['flat'] == True).sum())} of {len(d)}"  # noqa: E712
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["profile", "run", "epochs", "train slope, last lr", "flat"])
 
 
 def convergence_summary(conv: pd.DataFrame) -> dict:

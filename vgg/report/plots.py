@@ -88,7 +88,10 @@ def profile_curves(runs: dict[str, pd.DataFrame], nets=("A", "B", "C", "D", "E")
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("held-out top-1 error (%)", fontsize=8)
-    axes[0, 0].legend(fontsize=7, frameon=False)
+    if have:  # no runs: an empty panel, no legend (matplotlib would warn)
+        axes[0, 0].legend(fontsize=7, frameon=False)
+    else:
+        _mark_not_run(axes[0, 0], [0.5], [False])
     fig.tight_layout()
     return fig
 
