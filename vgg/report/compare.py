@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..spec import CLAIMS
 from .claims import VERDICT_COLOURS, _ours, claims, dense_penalty
-from .frame import NOT_RUN, book_profile, histories, load_runs, scale_label
+from .frame import NOT_RUN, book_profile, histories, load_runs, scale_label, study_rank
 from .tables import display_table, show, table
 
 COMPARED = ("cpu", "cpu128")  # the book's profiles, in the order their columns appear
@@ -113,9 +113,8 @@ def penalty_by_profile(runs: dict[str, pd.DataFrame], qs=(256, 384)) -> pd.DataF
     """Per net and training scale, the dense-context penalty (window in the dense pass minus
     the same window as a crop, top-1 points, mean over seeds) at each test scale Q in ``qs``
     and each profile; NaN where not measured. Rows with no measurement at all are left out."""
-    cols = {(p, q): dense_penalty(r, q) if len(r) else {} for p in runs for q in qs for r in (runs[p],)}
-    keys = sorted({k for d in cols.values() for k in d}, key=lambda k: (k[0], ("256", "384", "256-512").index(k[1])
-                                                                        if k[1] in ("256", "384", "256-512") else 9))
+    cols = {(p, q): dense_penalty(runs[p], q) if len(runs[p]) else {} for p in runs for q in qs}
+    keys = sorted({k for d in cols.values() for k in d}, key=lambda k: study_rank(*k))  # the plan's order
     rows = [dict({"net": n, "training S": scale_label(s)},
                  **{f"{p}, Q = {q}": cols[p, q].get((n, s), np.nan) for p in runs for q in qs}) for n, s in keys]
     return pd.DataFrame(rows, columns=["net", "training S"] + [f"{p}, Q = {q}" for p in runs for q in qs])
@@ -133,7 +132,7 @@ def epoch_cost(runs: dict[str, pd.DataFrame], train_scale: str = "256") -> pd.Da
         h = histories(sel).merge(sel[["run", "net"]], on="run") if len(sel) else pd.DataFrame()
         per[p] = h.groupby("net").agg(seconds=("seconds", "median"), img_s=("images_per_s", "median"),
                                       epochs=("epoch", "size")) if len(h) else pd.DataFrame()
-    nets = [n for n in dict.fromkeys(n for d in per.values() for n in d.index)]
+    nets = list(dict.fromkeys(n for d in per.values() for n in d.index))
     rows = []
     for n in nets:
         row = {"net": n}
