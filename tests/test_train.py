@@ -92,6 +92,7 @@ def test_interrupted_run_resumes_to_the_same_weights(train_data, tmp_path, monke
 
 
 def test_run_folder_is_complete_and_carries_provenance(train_data, tmp_path):
+    torch.set_num_threads(2)  # the process's count before the run: the record must say the run's
     m = run_experiment(_cfg(tmp_path, train_data, epochs=1), progress=False)
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "history.csv", "probs.npz", "env.json", "checkpoint.pt",
@@ -100,6 +101,7 @@ def test_run_folder_is_complete_and_carries_provenance(train_data, tmp_path):
     assert saved["status"] == "complete" and saved["net"] == "A" and saved["train_scale"] == "256"
     assert set(saved["eval"]) == {"dense@256", "centre-crop@256", "multi-scale"}
     assert saved["provenance"]["git_commit"] and saved["provenance"]["torch"] == torch.__version__
+    assert saved["provenance"]["torch_threads"] == 1 == json.loads((out / "env.json").read_text())["torch_threads"]
     assert saved["config"]["epochs"] == 1 and m["train"]["epochs"] == 1
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
 

@@ -70,9 +70,9 @@ def run_experiment(cfg: RunConfig | dict, progress: bool = True) -> dict:
     rank = dist.rank()
     with contextlib.nullcontext() if rank else rd.lock():
         rank or rd.clear_result()  # a failed attempt's record; this is a new one
-        env = environment()  # the code that trains the run: its commit now, not at the end
         t_start = time.perf_counter()
         device = pick_device(cfg.device, cfg.threads or (dist.local_threads() if dist.world() > 1 else None))
+        env = environment()  # the code that trains the run (its commit now, not at the end), on these threads
         if cfg.compile and device.type != "cuda":
             raise ValueError(f"compile=True is for CUDA; this run trains on the {device.type}, where "
                              f"torch.compile measured ~14% slower (vgg.ops.bench)")
