@@ -46,6 +46,8 @@ def test_a_verdict_changes_with_the_profile_only_where_both_have_one(two_profile
     for _, r in cp.iterrows():
         a, b = r["cpu: verdict"], r["cpu128: verdict"]
         assert r["changes"] == (R.NOT_RUN not in (a, b) and a != b)
+    # the claims chapter reads the compared profiles off the frame with the same helper
+    assert R.profiles_in(cp) == list(R.COMPARED) == R.profiles_in(R.table_by_profile(3, runs))
     assert (cp["cpu128: verdict"] == R.NOT_RUN).any() and (cp["cpu: verdict"] != R.NOT_RUN).all()
     html = R.verdicts_by_profile(cp)._repr_html_()
     assert "cpu128 verdict" in html and "changes with profile" in html

@@ -27,7 +27,7 @@ from .diagnostics import (HOLDOUT_NOISE, chain_histories, convergence_display, c
                           dense_context_table, dense_gap_table, dense_windows, fit_phrase, flat_phrase, fit_summary, fit_table,
                           last_map, score_map_side)
 from .compare import (COMPARED, by_profile, compared_runs, epoch_cost, claims_by_profile, display_by_profile,
-                      penalty_by_profile, table_by_profile, verdicts_by_profile)
+                      penalty_by_profile, profiles_in, table_by_profile, verdicts_by_profile)
 from .frame import (HEADLINE, NOT_RUN, book_profile, study_complete, book_root, book_runs, eval_table, histories, load_runs, run_probs,
                     runs_root, scale_label, scan_runs)
 from .paper import paper_gain, paper_results, paper_row, paper_text_number, paper_value
@@ -49,6 +49,6 @@ __all__ = ["NOT_RUN", "EQUIV_MARGIN", "VERDICTS", "HOLDOUT_NOISE",
            "versions", "command", "missing_runs", "missing_table", "missing_results", "hours_left",
            "gpu_cost", "provenance_table", "run_date", "table_sources",
            "convergence_table", "convergence_display", "convergence_summary", "lr_phases",
-           "COMPARED", "compared_runs", "epoch_cost", "by_profile", "study_complete", "HEADLINE", "table_by_profile", "display_by_profile", "claims_by_profile",
+           "COMPARED", "compared_runs", "profiles_in", "epoch_cost", "by_profile", "study_complete", "HEADLINE", "table_by_profile", "display_by_profile", "claims_by_profile",
            "verdicts_by_profile", "penalty_by_profile",
            "dot_plot", "profile_curves", "claims_plot", "plot_histories", "fit_plot", "training_curves"]

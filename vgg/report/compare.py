@@ -48,7 +48,7 @@ def table_by_profile(n: int, runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _profiles(t: pd.DataFrame) -> list[str]:
+def profiles_in(t: pd.DataFrame) -> list[str]:
     """The profiles of a ``table_by_profile`` or ``claims_by_profile`` frame, in column order."""
     return list(dict.fromkeys(c.split(": ")[0] for c in t.columns if ": " in c))
 
@@ -59,7 +59,7 @@ def display_by_profile(t: pd.DataFrame) -> pd.DataFrame:
     paper = display_table(t[[c for c in t.columns if ":" not in c]])
     labels = [c for c in paper.columns if not c.startswith("paper")]
     out = paper[labels + [c for c in ("paper top-1",) if c in paper.columns]].copy()
-    profiles = _profiles(t)
+    profiles = profiles_in(t)
     for p in profiles:
         out[f"{p} top-1 (95% CI)"] = t[f"{p}: ours top-1 (95% CI)"]
         out[f"{p} seeds"] = t[f"{p}: seeds"].astype(int)
@@ -95,7 +95,7 @@ def verdicts_by_profile(c: pd.DataFrame):
     """``claims_by_profile`` for the page: claim, the paper's gain, each profile's gain with
     its interval and seeds and its verdict (coloured), and whether the verdict changes."""
     d = pd.DataFrame({"claim": c["claim"], "paper (points)": c["paper gain"].map(lambda x: f"{x:+.1f}")})
-    profiles = _profiles(c)
+    profiles = profiles_in(c)
     for p in profiles:
         n = c[f"{p}: seeds"].astype(int)
         d[f"{p} (points, 95% CI)"] = [t if k == 0 else f"{t} ({k} seed{'s' if k > 1 else ''})"
