@@ -118,7 +118,10 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_stops_a_study_and_its_kernels_within_seconds_and_it_resumes(data, tmp_path):
     """SIGINT to the study's process group, as a terminal sends it: the study, its notebooks
     and their kernels (in sessions of their own) are gone within 10 s; the next study resumes."""
-    script = ("import sys; from vgg.spec import Planned, Run; from vgg.study import run_study\n"
+    # a terminal's Ctrl-C handler: a shell's background job (nohup make test &) starts with
+    # SIGINT ignored, and Python then keeps ignoring it (the study ran on to the end)
+    script = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from vgg.spec import Planned, Run; from vgg.study import run_study\n"
               "runs = [Planned(Run('A', '256'), 0, 'smoke'), Planned(Run('A', '384', parent='256'), 0, 'smoke')]\n"
               f"sys.exit(0 if set(run_study('smoke', runs=runs, runs_dir={str(tmp_path)!r}, data={str(data)!r}).values())"
               " <= {'complete', 'skipped'} else 1)\n")
