@@ -134,3 +134,12 @@ def test_a_book_compares_its_own_profile_with_the_others_that_have_runs(tmp_path
     write_fake_runs(tmp_path, profile="cpu128", seeds=(0,), nets=("A",))
     monkeypatch.setenv("VGG_BOOK_PROFILE", "smoke")
     assert list(R.compared_runs(tmp_path)) == ["smoke", "cpu128"]
+
+
+def test_history_keeps_a_fine_tunes_last_lr(tmp_path):
+    """Three drops from 1e-3 end at 1e-6; five decimals wrote that as 0.0, and the book's
+    convergence table then showed a phase at lr 0."""
+    row = _history_run(tmp_path / "D-S384-s0", [30, 29, 29], [25, 24, 24], [1e-3, 1e-5, 1e-6])
+    assert [r["lr"] for r in RunDir(row["path"]).history()] == [1e-3, 1e-5, 1e-6]
+    conv = R.convergence_table(pd.DataFrame([row]))
+    assert list(conv["lr"]) == [1e-3, 1e-5, 1e-6]
