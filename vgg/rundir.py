@@ -256,9 +256,8 @@ class RunDir:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        for r in rows:
-            # significant digits, not decimals: round(1e-6, 5) wrote a fine-tune's last lr as 0.0
-            writer.writerow({k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in r.items()})
+        # significant digits, not decimals: round(1e-6, 5) wrote a fine-tune's last lr as 0.0
+        writer.writerows({k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
         vio.write_text(self.path / self.HISTORY, buf.getvalue())
 
     def write_probs(self, ids, labels, classes, probs: dict[str, np.ndarray]) -> None:
