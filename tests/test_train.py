@@ -172,6 +172,30 @@ def test_lr_is_divided_on_plateaus_and_the_next_plateau_stops(train_data, tmp_pa
     assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.01, 1e-3, 1e-4])
 
 
+def test_the_plateau_rule_counts_from_the_first_full_monitor_window(train_data, tmp_path, monkeypatch):
+    """cpu128's monitor is a mean over the last epochs; before it has that many, a mean of
+    fewer is noisier, and a lucky epoch 1 kept as the best ended four fine-tunes' first lr
+    phase at epoch 5 (issue 19). The rule starts once the window is full: epoch 1's 10% is
+    never the best to beat."""
+    import vgg.train as train_mod
+    errors = iter([10.0, 30.0, 30.0, 12.0, 12.0, 12.0, 12.0, 12.0])
+    monkeypatch.setattr(train_mod, "topk_errors", lambda *a: (next(errors), 0.0))
+    imgs = D.load_split(train_data, "train", progress=False)
+    stats = D.colour_stats(imgs)
+    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
+    batches = D.TrainBatches(imgs, torch.arange(16), crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2,
+                             batch_size=8, stats=stats, seed=0)
+    empty = (torch.zeros(0, 3, SMOKE.crop, SMOKE.crop), torch.zeros(0, dtype=torch.long))
+    result = fit(model, batches, empty, checkpoint=tmp_path / "checkpoint.pt", lr=0.01, momentum=0.9, weight_decay=5e-4,
+                 max_epochs=8, patience=0, max_lr_drops=1, seed=0, device=torch.device("cpu"), progress=False,
+                 monitor_window=3, plateau_threshold=0.25)
+    # means from epoch 3: 23.3 (the first best), 24.0 (worse: lr / 10), 18.0, 12.0 (better),
+    # 12.0 (a plateau after the last division: stop). Counting epochs 1-2 (means 10, 20) would
+    # have divided after epoch 2 and stopped after epoch 3.
+    assert result.stopped == "plateau" and result.lr_drops == 1
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01] * 4 + [1e-3] * 3)
+
+
 def test_a_fixed_schedule_divides_after_its_steps_runs_its_epochs_and_resumes(train_data, tmp_path):
     """The cpu profile's schedule: lr / 10 after fixed epochs whatever the monitor says,
     max_epochs in all; a run stopped in the middle resumes onto the same schedule."""

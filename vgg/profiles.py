@@ -83,7 +83,7 @@ PROFILES: dict[str, Profile] = {
     # when held-out accuracy stops improving, three times, then stop at the next plateau), for
     # fine-tunes too, so each run trains as long as it needs; deviation: the monitor is the
     # 5-epoch mean of the held-out slice's error (one epoch's value moves by ~2 points on 475
-    # images), a plateau 3 epochs without a gain of 0.25 points. Caps well above the paper's 74.
+    # images) from epoch 5 on, a plateau 3 epochs without a gain of 0.25 points. Caps well above the paper's 74.
     # deviation: B-5x5 (8 weight layers; A 11) starts like A: from A's FC head it diverged (runs/cpu128-pilot)
     "cpu128": Profile("cpu128", Fraction(4, 7), 0.125, batch_size=64, max_epochs=90,
                       max_epochs_finetune=60, patience=3, eval_batch_size=128, stall_epochs=3,

@@ -157,8 +157,8 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=0.1)
     else:  # Sect. 3.1: divide by 10 when the monitored accuracy stops improving.
         # A plateau: the monitor (held-out accuracy, averaged over the last ``monitor_window``
-        # epochs against the slice's noise) has not beaten its best by ``plateau_threshold``
-        # points for ``patience`` epochs.
+        # epochs against the slice's noise, from the first full window) has not beaten its
+        # best by ``plateau_threshold`` points for ``patience`` epochs.
         kw = {} if plateau_threshold is None else dict(threshold=plateau_threshold, threshold_mode="abs")
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=patience, **kw)
     end = "schedule end" if lr_steps else "epoch cap"
@@ -231,9 +231,9 @@ def fit(model: nn.Module, batches, holdout: tuple[torch.Tensor, torch.Tensor], *
         lr_before = opt.param_groups[0]["lr"]
         if lr_steps:
             sched.step()
-        else:
-            window = [r["holdout_top1_err"] for r in result.history[-monitor_window:]]
-            sched.step(100.0 - sum(window) / len(window))
+        elif len(result.history) >= monitor_window:  # not before: epoch 1's lone value, kept as the best,
+            window = [r["holdout_top1_err"] for r in result.history[-monitor_window:]]  # ended fine-tunes' 1e-3 at epoch 5
+            sched.step(100.0 - sum(window) / monitor_window)
         if opt.param_groups[0]["lr"] < lr_before:
             if result.lr_drops == max_lr_drops and not lr_steps:  # a plateau after the last division: stop
                 result.stopped = "plateau"  # (the scheduler's extra division is never used)
