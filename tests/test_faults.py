@@ -147,6 +147,27 @@ def test_ctrl_c_stops_a_study_and_its_kernels_within_seconds_and_it_resumes(data
     assert RunDir(tmp_path / "smoke" / "A-S384-s0").is_complete()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_a_kill_of_vgg_run_stops_its_kernel_too(data, tmp_path, sig):
+    """SIGTERM (``kill PID``) or SIGINT to ``python -m vgg run`` alone: its papermill and
+    kernel, in a session of their own, go with it. They did not: a killed run's kernel
+    evaluated on for half an hour, beside the run that replaced it."""
+    run = subprocess.Popen([sys.executable, "-m", "vgg", "run", "A", "--profile", "smoke", "--out", str(tmp_path),
+                            "-p", f"data={data}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    kernels: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not kernels:
+        kernels = [p for p in _tree(run.pid) if "ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        time.sleep(0.2)
+    assert kernels, "no kernel started"
+    tree = _tree(run.pid)
+    run.send_signal(sig)
+    out, _ = run.communicate(timeout=30)
+    time.sleep(0.5)
+    assert run.returncode == 130 and not [p for p in tree if _alive(p)], out
+    assert "stopped A-S256-s0; it resumes from its last checkpoint" in out
+
+
 def test_a_half_written_file_of_a_killed_process_is_cleaned_up_when_the_folder_is_taken(tmp_path):
     (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,2.0\n")

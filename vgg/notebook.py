@@ -1,15 +1,14 @@
 """Running ``book/run_config.ipynb`` with papermill as a child process that can be stopped.
 
-papermill's kernel lives in a process session of its own, so a Ctrl-C to the terminal never
-reaches it, and an in-process papermill call cannot be interrupted from another thread. Here
-each execution is ``python -m papermill`` in its own session; ``stop_all`` kills every one of
-them together with its kernel (found through /proc, before the parent dies). The run then
-resumes from its last checkpoint. What the notebook prints (the epoch lines) is passed on
-line by line; papermill's own chatter is dropped; a failure becomes one line that names the
-run and the executed notebook that holds the full traceback.
-"""
+papermill's kernel lives in a process session of its own, out of a terminal's Ctrl-C, and an
+in-process papermill call cannot be interrupted from another thread. So each execution is
+``python -m papermill`` in its own session, killed with its kernel (found through /proc) by
+``stop_all`` or when ``execute`` is left early (Ctrl-C, a kill); the run resumes from its last
+checkpoint. Printed lines pass on one by one, papermill's chatter dropped; a failure becomes one
+line naming the run and the executed notebook with the full traceback."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,16 +48,14 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_all() -> int:
-    """Kill every running notebook and its kernel; returns how many were running."""
+def stop_all(procs: list[subprocess.Popen] | None = None) -> int:
+    """Kill every running notebook (or those of ``procs``) and its kernel; returns how many."""
     with _lock:
-        procs = list(_running.values())
+        procs = list(_running.values()) if procs is None else procs
     for p in procs:
         for pid in _descendants(p.pid) + [p.pid]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     for p in procs:
         p.wait()
     return len(procs)
@@ -101,6 +98,9 @@ def execute(params: dict, out_dir: Path, *, name: str, echo: Callable[[str], Non
                 if echo and not traceback:
                     echo(line)
         rc = proc.wait()
+    except BaseException:  # Ctrl-C or a kill while it runs: its kernel, in a session of its own, goes too
+        stop_all([proc])
+        raise
     finally:
         with _lock:
             _running.pop(proc.pid, None)

@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.launched():
             return _run_ddp(cfg, out)
         print(f"run {name_of(cfg)} -> {out}", flush=True)
+        notebook.sigterm_interrupts()  # a kill stops the kernel too, as Ctrl-C does
         try:
             execute(params, out, name=name_of(cfg),
                     echo=lambda line: None if line.startswith(f"run {name_of(cfg)} ->") else print(line, flush=True))
