@@ -115,6 +115,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_for_kernel(pid: int) -> None:
+    """Until a papermill kernel runs under ``pid`` (at most 120 s)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if any("ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in _tree(pid)):
+            return
+        time.sleep(0.2)
+    raise AssertionError("no kernel started")
+
+
 def test_ctrl_c_stops_a_study_and_its_kernels_within_seconds_and_it_resumes(data, tmp_path):
     """SIGINT to the study's process group, as a terminal sends it: the study, its notebooks
     and their kernels (in sessions of their own) are gone within 10 s; the next study resumes."""
@@ -127,12 +137,7 @@ def test_ctrl_c_stops_a_study_and_its_kernels_within_seconds_and_it_resumes(data
               " <= {'complete', 'skipped'} else 1)\n")
     study = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    kernels: list[int] = []
-    deadline = time.time() + 120
-    while time.time() < deadline and not kernels:
-        kernels = [p for p in _tree(study.pid) if "ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        time.sleep(0.2)
-    assert kernels, "no kernel started"
+    _wait_for_kernel(study.pid)
     tree = _tree(study.pid)
     os.killpg(study.pid, signal.SIGINT)
     t = time.time()
@@ -154,12 +159,7 @@ def test_a_kill_of_vgg_run_stops_its_kernel_too(data, tmp_path, sig):
     evaluated on for half an hour, beside the run that replaced it."""
     run = subprocess.Popen([sys.executable, "-m", "vgg", "run", "A", "--profile", "smoke", "--out", str(tmp_path),
                             "-p", f"data={data}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    kernels: list[int] = []
-    deadline = time.time() + 120
-    while time.time() < deadline and not kernels:
-        kernels = [p for p in _tree(run.pid) if "ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        time.sleep(0.2)
-    assert kernels, "no kernel started"
+    _wait_for_kernel(run.pid)
     tree = _tree(run.pid)
     run.send_signal(sig)
     out, _ = run.communicate(timeout=30)

@@ -154,16 +154,22 @@ def test_divergence_marks_the_run_failed(train_data, tmp_path):
     assert run_experiment(_cfg(tmp_path, train_data, epochs=1), progress=False)["status"] == "complete"
 
 
-def test_lr_is_divided_on_plateaus_and_the_next_plateau_stops(train_data, tmp_path):
-    """Sect. 3.1: divide by 10 when the monitor stops improving, 3 times (here 2), then stop.
-    An empty held-out slice never improves, so with patience 0 every epoch after the first
-    is a plateau."""
+def _tiny_a(train_data):
+    """A at the smoke scale, its training batches and an empty held-out slice."""
     imgs = D.load_split(train_data, "train", progress=False)
     stats = D.colour_stats(imgs)
     model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
     batches = D.TrainBatches(imgs, torch.arange(16), crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2,
                              batch_size=8, stats=stats, seed=0)
     empty = (torch.zeros(0, 3, SMOKE.crop, SMOKE.crop), torch.zeros(0, dtype=torch.long))
+    return model, batches, empty
+
+
+def test_lr_is_divided_on_plateaus_and_the_next_plateau_stops(train_data, tmp_path):
+    """Sect. 3.1: divide by 10 when the monitor stops improving, 3 times (here 2), then stop.
+    An empty held-out slice never improves, so with patience 0 every epoch after the first
+    is a plateau."""
+    model, batches, empty = _tiny_a(train_data)
     result = fit(model, batches, empty, checkpoint=tmp_path / "checkpoint.pt", lr=0.01, momentum=0.9, weight_decay=5e-4,
                  max_epochs=10, patience=0, max_lr_drops=2, seed=0, device=torch.device("cpu"),
                  progress=False)
@@ -180,12 +186,7 @@ def test_the_plateau_rule_counts_from_the_first_full_monitor_window(train_data, 
     import vgg.train as train_mod
     errors = iter([10.0, 30.0, 30.0, 12.0, 12.0, 12.0, 12.0, 12.0])
     monkeypatch.setattr(train_mod, "topk_errors", lambda *a: (next(errors), 0.0))
-    imgs = D.load_split(train_data, "train", progress=False)
-    stats = D.colour_stats(imgs)
-    model = build("A", num_classes=3, width=SMOKE.width, crop=SMOKE.crop)
-    batches = D.TrainBatches(imgs, torch.arange(16), crop=SMOKE.crop, scale=(SMOKE.px(256),) * 2,
-                             batch_size=8, stats=stats, seed=0)
-    empty = (torch.zeros(0, 3, SMOKE.crop, SMOKE.crop), torch.zeros(0, dtype=torch.long))
+    model, batches, empty = _tiny_a(train_data)
     result = fit(model, batches, empty, checkpoint=tmp_path / "checkpoint.pt", lr=0.01, momentum=0.9, weight_decay=5e-4,
                  max_epochs=8, patience=0, max_lr_drops=1, seed=0, device=torch.device("cpu"), progress=False,
                  monitor_window=3, plateau_threshold=0.25)
