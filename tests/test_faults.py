@@ -157,8 +157,11 @@ def test_a_kill_of_vgg_run_stops_its_kernel_too(data, tmp_path, sig):
     """SIGTERM (``kill PID``) or SIGINT to ``python -m vgg run`` alone: its papermill and
     kernel, in a session of their own, go with it. They did not: a killed run's kernel
     evaluated on for half an hour, beside the run that replaced it."""
+    # SIGINT as a terminal's Ctrl-C meets it: under a background `make test` the child would
+    # start with SIGINT ignored, and Python keeps ignoring it (the run went on to the end)
     run = subprocess.Popen([sys.executable, "-m", "vgg", "run", "A", "--profile", "smoke", "--out", str(tmp_path),
-                            "-p", f"data={data}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            "-p", f"data={data}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_kernel(run.pid)
     tree = _tree(run.pid)
     run.send_signal(sig)
