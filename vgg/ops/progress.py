@@ -71,7 +71,9 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     jittered D's); failing that, at other nets' evaluations of the same kind, scaled by the
     ratio of epoch times. None where there is nothing to price from yet.
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
-    an upper bound. ``runs`` replaces the plan of ``seeds``.
+    an upper bound, and a run is priced at the median length of the complete runs that
+    started alike (from scratch, or fine-tuned from another), the cap while there are none.
+    Epochs timed with two jobs sharing the cores are slower than alone, and count as timed. ``runs`` replaces the plan of ``seeds``.
 
     Epochs and evaluations timed on another CPU are scaled by ``_speed_ratio`` (the machine
     under a study can change between sessions; here an Intel Xeon trains about 1.5x faster
@@ -110,15 +112,26 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     scale_s = {k: statistics.median(v) for k, v in scale_s.items() if v}
     net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
+    # under the plateau rule a run stops once it stops improving, mostly well short of its
+    # cap (cpu128: 45-69 of 90 from scratch, 26-39 of 60 fine-tuning): price it at the median
+    # length of the complete runs that started alike, the cap while none has finished
+    lengths = {}
+    for r in runs:
+        if prof.lr_steps is None and states[r.name] == "complete" and hists.get(r.name):
+            lengths.setdefault(bool(r.init_from), []).append(len(hists[r.name]))
     rows, stale = [], stale_parents(runs, profile, runs_dir)
     for r in runs:
         hist = hists.get(r.name, [])
         last = hist[-1] if hist else {}
         state = "retrain" if r.name in stale else states[r.name]
         cap = prof.max_epochs_finetune if r.init_from else prof.max_epochs
+        typical = lengths.get(bool(r.init_from))
+        expected = min(cap, round(statistics.median(typical))) if typical else cap
         per_epoch = scale_s.get((r.net, r.train_scale), net_s.get(r.net))
         done = state == "complete"
-        todo_epochs = max(cap - len(hist), 0) if resumes[r.name] and state != "retrain" else cap
+        # a run already past the typical length has at least one epoch to go, at most its cap
+        todo_epochs = min(max(expected - len(hist), 1), cap - len(hist)) \
+            if resumes[r.name] and state != "retrain" else expected
         left = 0.0 if done else (todo_epochs * per_epoch if per_epoch is not None else None)
         own_eval = evals.get(r.name, 0.0) * (1.0 if cpus.get(r.name) == here else speed)
         eval_left = 0.0 if done else (own_eval if state == "retrain" else None) \
