@@ -73,7 +73,8 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     Under a fixed schedule the cap is the length of every run; under the plateau rule it is
     an upper bound, and a run is priced at the median length of the complete runs that
     started alike (from scratch, or fine-tuned from another), the cap while there are none.
-    Epochs timed with two jobs sharing the cores are slower than alone, and count as timed. ``runs`` replaces the plan of ``seeds``.
+    Epochs timed with two jobs sharing the cores are slower than alone, and count as timed.
+    ``runs`` replaces the plan of ``seeds``.
 
     Epochs and evaluations timed on another CPU are scaled by ``_speed_ratio`` (the machine
     under a study can change between sessions; here an Intel Xeon trains about 1.5x faster
