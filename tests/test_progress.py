@@ -1,7 +1,6 @@
 """How --status prices what is left under the plateau rule (vgg.ops.progress)."""
-import json
-
 import pytest
+from test_study import _complete
 
 from vgg.ops.progress import progress
 
@@ -14,10 +13,7 @@ def _folder(root, name, epoch_s, n, complete):
     (f / "history.csv").write_text(HEAD + "".join(f"{e},1,50,50,10,0.01,{epoch_s},150\n" for e in range(1, n + 1)))
     (f / "checkpoint.pt").write_bytes(b"")  # complete: its children need no retraining; else it resumes
     if complete:
-        net, _, rest = name.partition("-S")
-        (f / "metrics.json").write_text(json.dumps(dict(
-            run=name, net=net, train_scale=rest.rsplit("-s", 1)[0], seed=int(rest.rsplit("-s", 1)[1]),
-            status="complete", eval={}, eval_seconds=0.0)))
+        _complete(f, eval_seconds=0.0)
 
 
 def test_plateau_runs_are_priced_at_the_length_finished_runs_took_not_the_cap(tmp_path):

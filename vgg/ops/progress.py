@@ -114,7 +114,7 @@ def progress(profile: str = "cpu", seeds: int | list[int] = 1, runs_dir: str | P
     net_s = {k: statistics.median(v) for k, v in net_s.items() if v}
 
     # under the plateau rule a run stops once it stops improving, mostly well short of its
-    # cap (cpu128: 45-69 of 90 from scratch, 26-39 of 60 fine-tuning): price it at the median
+    # cap (cpu128: 45-76 of 90 from scratch, 26-39 of 60 fine-tuning): price it at the median
     # length of the complete runs that started alike, the cap while none has finished
     lengths = {}
     for r in runs:
